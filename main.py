@@ -1,0 +1,289 @@
+"""drivecast command line (shared/specs/cli.md): parse, resolve names, call down, print.
+
+Exit codes: 0 success, 2 bad input (one line on stderr naming what and where), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+class InputError(Exception):
+    """Bad user input: printed as one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints usage + message)
+        raise InputError(f"{self.prog}: {message}")
+
+
+# ---- shared helpers ------------------------------------------------------------------------
+
+
+def write_json(path: str, obj) -> None:
+    """Write obj as JSON to path ('-' for stdout), atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    write_text_atomic(Path(path), text)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def say(args, text: str) -> None:
+    """Human-readable output, unless the JSON goes to standard output."""
+    if getattr(args, "json", None) != "-":
+        print(text)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar on stderr (or a no-op) with an update(n) method."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", disable=not enabled, leave=False,
+                dynamic_ncols=True)
+
+
+# ---- run -----------------------------------------------------------------------------------
+
+ROAD_CHOICES = {"highway": "straight_highway", "curved": "curved_highway",
+                "on_ramp": "on_ramp_highway"}
+
+
+def default_spec(road: str = "on_ramp", seed: int = 0, duration_s: float = 60.0,
+                 flow_vph: float = 1800.0):
+    """The default scenario: dense three-lane highway traffic with an on-ramp and an ego."""
+    from sim.spec import EgoSpec, RoadSpec, TrafficSpec, WorldSpec
+
+    kind = ROAD_CHOICES[road]
+    params = {"n_lanes": 3}
+    return WorldSpec(road=RoadSpec(kind, params), traffic=TrafficSpec(flow_vph_per_lane=flow_vph),
+                     ego=EgoSpec(lane=1, station_m=150.0, speed_mps=27.0,
+                                 desired_speed_mps=31.0),
+                     duration_s=duration_s, seed=seed, name=f"default_{road}")
+
+
+def cmd_run(args) -> int:
+    from sim.tracks import write_tracks
+    from sim.world import make_world, run
+
+    try:
+        spec = default_spec(args.road, args.seed, args.duration, args.flow)
+        world = make_world(spec)
+    except ValueError as exc:
+        raise InputError(f"run: {exc}") from None
+    n_steps = int(round(spec.duration_s / spec.dt_s))
+    bar = _progress_bar(n_steps, "simulating", not args.quiet)
+    t0 = time.perf_counter()
+    result = run(world, record_every=args.record_every if args.record else None,
+                 progress=lambda i, n: bar.update(1))
+    wall = time.perf_counter() - t0
+    bar.close()
+    if args.record:
+        write_tracks(args.record, result.tracks)
+    c = result.counters
+    summary = {
+        "scenario": spec.name, "seed": spec.seed, "duration_s": spec.duration_s,
+        "dt_s": spec.dt_s, "steps": result.steps, "vehicles_seen": result.state.next_id,
+        "vehicles_now": result.state.n_active, "entered": c.entered, "exited": c.exited,
+        "lane_changes": c.lane_changes, "merges": c.merges, "collisions": c.collisions,
+        "min_speed_mps": round(result.min_speed_mps, 4),
+        "mean_speed_mps": round(result.mean_speed_mps, 3),
+        "demand_vph": round(float(world.inflow_vph().sum())),
+        "entered_vph": round(c.entered * 3600.0 / spec.duration_s),
+        "inflow_delay_s": result.inflow_delay_s(world),
+        "vehicle_steps_per_s": round(result.vehicle_steps / wall),
+        "wall_s": round(wall, 3), "record": args.record,
+    }
+    say(args, f"{spec.name}: {spec.duration_s:g} s simulated in {wall:.1f} s "
+          f"({summary['vehicle_steps_per_s']:,} vehicle-steps/s)")
+    say(args, f"  vehicles seen {summary['vehicles_seen']}, on the road at the end "
+          f"{summary['vehicles_now']}, lane changes {c.lane_changes}, merges {c.merges}, "
+          f"collisions {c.collisions}, speed min {result.min_speed_mps:.2f} / mean "
+          f"{result.mean_speed_mps:.1f} m/s")
+    say(args, f"  inflow: demand {summary['demand_vph']} veh/h, entered "
+              f"{summary['entered_vph']} veh/h; arrivals queued upstream per entry lane "
+              f"(s): {summary['inflow_delay_s']}")
+    if args.record:
+        say(args, f"  track file: {args.record}")
+    if args.json:
+        write_json(args.json, summary)
+    return 0
+
+
+def add_run_parser(sub) -> None:
+    p = sub.add_parser("run", help="run the default highway scenario and record a track file")
+    p.add_argument("--headless", action="store_true",
+                   help="no window (the only mode until the viewer lands)")
+    p.add_argument("--road", choices=sorted(ROAD_CHOICES), default="on_ramp",
+                   help="road of the default scenario (default: on_ramp)")
+    p.add_argument("--flow", type=positive_float, default=1800.0,
+                   help="inflow per main lane, veh/h/lane (default 1800)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--duration", type=positive_float, default=60.0, help="seconds (default 60)")
+    p.add_argument("--record", metavar="FILE", help="write the run as a track file (.npz)")
+    p.add_argument("--record-every", type=positive_int, default=1, metavar="N",
+                   help="record every N-th step (default 1)")
+    p.add_argument("--json", metavar="PATH", help="write a summary as JSON ('-' for stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+
+# ---- benchmark sim -------------------------------------------------------------------------
+
+
+def cmd_benchmark_sim(args) -> int:
+    from sim.world import benchmark_throughput
+
+    road = ROAD_CHOICES[args.road]
+    res = benchmark_throughput(args.vehicles, args.steps, road, seed=args.seed,
+                               repeats=args.repeats)
+    say(args, f"benchmark sim: {args.vehicles} vehicles requested ({res['mean_active']:.0f} on "
+          f"the road on average), {args.steps} steps of {res['dt']} s on {road}, "
+          f"IDM + MOBIL + bicycle + collisions")
+    say(args, f"  vehicle-steps/s: {res['vehicle_steps_per_s']:,.0f} "
+          f"(best of {args.repeats}; median {res['vehicle_steps_per_s_median']:,.0f})")
+    say(args, f"  wall per repeat: {res['wall_s']:.3f} s, steps/s: {res['steps_per_s']:,.0f}, "
+          f"collisions: {res['collisions']}, lane changes: {res['lane_changes']}")
+    if args.json:
+        write_json(args.json, res)
+    return 0
+
+
+def add_benchmark_parser(sub) -> None:
+    p = sub.add_parser("benchmark", help="measure speed and accuracy")
+    bsub = p.add_subparsers(dest="what", metavar="{sim}", parser_class=_Parser)
+    bsub.required = True
+    s = bsub.add_parser("sim", help="raw simulator throughput, all behaviour on, no rendering")
+    s.add_argument("--vehicles", type=positive_int, default=1000)
+    s.add_argument("--steps", type=positive_int, default=1000)
+    s.add_argument("--road", choices=sorted(ROAD_CHOICES), default="highway")
+    s.add_argument("--repeats", type=positive_int, default=3,
+                   help="timed repeats of --steps steps; the best is reported (default 3)")
+    s.add_argument("--seed", type=nonneg_int, default=0)
+    s.add_argument("--json", metavar="PATH", help="write results as JSON ('-' for stdout)")
+    s.set_defaults(func=cmd_benchmark_sim)
+
+
+# ---- info ----------------------------------------------------------------------------------
+
+
+def cmd_info(args) -> int:
+    import numpy as np
+
+    from sim.tracks import KINDS, read_tracks
+
+    out = []
+    for path in args.files:
+        tr = read_tracks(path)
+        present = tr.present
+        speed = np.hypot(tr.vx, tr.vy)[present]
+        kinds = ({KINDS[int(k)]: int(n) for k, n in zip(*np.unique(tr.kind, return_counts=True))}
+                 if tr.kind is not None else {})
+        info = {
+            "file": str(path), "source": tr.meta.get("source"), "agents": tr.n_agents,
+            "steps": tr.n_steps, "dt_s": tr.dt_s,
+            "duration_s": round(float(tr.t[-1] - tr.t[0]), 3),
+            "agent_steps": int(present.sum()), "kinds": kinds,
+            "ego_id": int(tr.ids[tr.ego]) if tr.ego >= 0 else None,
+            "road": tr.road.kind if tr.road is not None else None,
+            "collided_agents": int(tr.collided.any(axis=1).sum())
+            if tr.collided is not None else None,
+            "speed_mps": {"mean": round(float(speed.mean()), 3) if speed.size else None,
+                          "max": round(float(speed.max()), 3) if speed.size else None},
+        }
+        out.append(info)
+        say(args, f"{path}: {info['agents']} agents x {info['steps']} steps of {info['dt_s']:g} s "
+              f"({info['duration_s']:g} s), source {info['source']}, road {info['road']}, "
+              f"ego id {info['ego_id']}, kinds {kinds or 'n/a'}, "
+              f"mean speed {info['speed_mps']['mean']} m/s, "
+              f"agents in a collision {info['collided_agents']}")
+    if args.json:
+        write_json(args.json, out if len(out) > 1 else out[0])
+    return 0
+
+
+def add_info_parser(sub) -> None:
+    p = sub.add_parser("info", help="check track files against the spec and summarise them")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", metavar="PATH", help="write the summary as JSON ('-' for stdout)")
+    p.set_defaults(func=cmd_info)
+
+
+# ---- entry point ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="drivecast",
+                     description="Trajectory-prediction traffic simulator (shared/specs/cli.md)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    add_run_parser(sub)
+    add_info_parser(sub)
+    add_benchmark_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sim.tracks import TrackFileError
+
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except (InputError, TrackFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

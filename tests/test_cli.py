@@ -1,0 +1,82 @@
+"""The command line as a user runs it: exit codes, one-line errors, files written."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, cwd=None):
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    return subprocess.run([sys.executable, str(REPO / "main.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd or REPO, env=env, timeout=600)
+
+
+def assert_one_line_error(res, *needles):
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_run_headless_records_a_track_file_and_info_reads_it(tmp_path):
+    out = tmp_path / "out.npz"
+    summary = tmp_path / "s.json"
+    res = cli("run", "--headless", "--duration", "5", "--record", out, "--json", summary,
+              "--quiet")
+    assert res.returncode == 0, res.stderr
+    s = json.loads(summary.read_text())
+    assert s["steps"] == 50 and s["collisions"] == 0 and s["record"] == str(out)
+    res = cli("info", out, "--json", "-")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["steps"] == 51 and info["ego_id"] == 0 and info["road"] == "on_ramp_highway"
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["run", "--headless", "--duration", "abc"], ["--duration", "abc"]),
+    (["run", "--headless", "--road", "moon"], ["--road", "moon"]),
+    (["run", "--headless", "--seed", "-3"], ["--seed"]),
+    (["benchmark", "sim", "--vehicles", "0"], ["--vehicles"]),
+    (["benchmark", "nothing"], ["nothing"]),
+    (["frobnicate"], ["frobnicate"]),
+    (["run", "--headless", "--flow", "5000"], ["flow"]),
+])
+def test_bad_flags_exit_2_with_one_line(args, needles):
+    assert_one_line_error(cli(*args), *needles)
+
+
+def test_malformed_track_files_exit_2_naming_file_and_array(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, t=np.arange(3.0))
+    assert_one_line_error(cli("info", bad), str(bad), "'x'")
+    text = tmp_path / "text.npz"
+    text.write_text("no")
+    assert_one_line_error(cli("info", text), str(text))
+
+
+def test_benchmark_sim_writes_the_contract_json(tmp_path):
+    out = tmp_path / "b.json"
+    res = cli("benchmark", "sim", "--vehicles", "100", "--steps", "20", "--repeats", "1",
+              "--json", out)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    for key in ("vehicles", "steps", "dt", "vehicle_steps_per_s", "wall_s"):
+        assert key in data
+    assert data["vehicles"] == 100 and data["steps"] == 20 and data["dt"] == 0.1
+    assert "vehicle-steps/s" in res.stdout
+
+
+def test_help_for_every_command():
+    for args in (["--help"], ["run", "--help"], ["benchmark", "sim", "--help"],
+                 ["info", "--help"]):
+        res = cli(*args)
+        assert res.returncode == 0 and "usage" in res.stdout
