@@ -59,6 +59,7 @@ class LaneIndex:
     leader: np.ndarray
     follower: np.ndarray
     leader_from: np.ndarray
+    changing: np.ndarray  # (M,) rows changing lanes (listed twice)
 
     def neighbours(self, lane: np.ndarray, station_m: np.ndarray):
         """Rows ahead of and behind positions (lane, station) (N,), -1 where none."""
@@ -104,7 +105,7 @@ def build_lane_index(lane, lane_from, station, active) -> LaneIndex:
     if len(changing):
         second = ~primary
         leader_from[s_row[second]] = ahead[second]
-    return LaneIndex(s_key, s_row, s_lane, leader, follower, leader_from)
+    return LaneIndex(s_key, s_row, s_lane, leader, follower, leader_from, changing)
 
 
 def idm_accel(speed, lead_speed, gap_m, v0_mps, time_gap_s, min_gap_m, max_accel_mps2,
@@ -132,25 +133,31 @@ def follow_accel(st, rows, lead, extra_gap_m: float = 0.0) -> np.ndarray:
 
 
 def longitudinal_accel(st, road: Road, index: LaneIndex) -> np.ndarray:
-    """(C,) IDM acceleration for every row: own-lane leader, the leader in a lane being left,
-    and the end of a lane that ends. Clipped to the braking limit."""
-    lead = index.leader
+    """(C,) IDM acceleration for every row: the most restrictive of the own-lane leader, the
+    leader in a lane being left, and the end of a lane that ends. Clipped to the braking limit.
+
+    All three cases go through one vectorised IDM call (rows listed once per constraint)."""
+    cap = st.capacity
+    changing = index.changing
+    dead = np.empty(0, np.int64)
+    if road.has_dead_end:
+        dead = np.flatnonzero((road.end_kind[st.lane] == LANE_DEAD_END) & st.active
+                              & (st.lane >= 0))
+    rows = np.concatenate([np.arange(cap), changing, dead])
+    lead = np.concatenate([index.leader, index.leader_from[changing],
+                           np.full(len(dead), -1, np.int64)])
     has = lead >= 0
-    gap = np.where(has, st.station[lead] - st.station - 0.5 * (st.length[lead] + st.length),
-                   np.inf)
-    acc = idm_accel(st.speed, st.speed[lead], gap, st.v0_mps, st.time_gap_s, st.min_gap_m,
-                    st.max_accel_mps2, st.comf_decel_mps2)
-    changing = np.flatnonzero(index.leader_from >= 0)
-    if len(changing):
-        acc[changing] = np.minimum(acc[changing],
-                                   follow_accel(st, changing, index.leader_from[changing]))
-    dead = np.flatnonzero(road.end_kind[st.lane] == LANE_DEAD_END)  # lane -1: the last lane
-    if len(dead):
-        r = dead[st.active[dead] & (st.lane[dead] >= 0)]
-        end_gap = road.station_range_m[st.lane[r], 1] - st.station[r] - 0.5 * st.length[r]
-        acc[r] = np.minimum(acc[r], idm_accel(
-            st.speed[r], 0.0, end_gap, st.v0_mps[r], st.time_gap_s[r], st.min_gap_m[r],
-            st.max_accel_mps2[r], st.comf_decel_mps2[r]))
+    gap = np.where(has, st.station[lead] - st.station[rows]
+                   - 0.5 * (st.length[lead] + st.length[rows]), np.inf)
+    v_lead = np.where(has, st.speed[lead], 0.0)
+    if len(dead):  # the lane's end: a stopped obstacle of zero length
+        gap[cap + len(changing):] = (road.station_range_m[st.lane[dead], 1] - st.station[dead]
+                                     - 0.5 * st.length[dead])
+    acc_all = idm_accel(st.speed[rows], v_lead, gap, st.v0_mps[rows], st.time_gap_s[rows],
+                        st.min_gap_m[rows], st.max_accel_mps2[rows], st.comf_decel_mps2[rows])
+    acc = acc_all[:cap]
+    if len(rows) > cap:
+        np.minimum.at(acc, rows[cap:], acc_all[cap:])
     return np.minimum(np.maximum(acc, -MAX_DECEL_MPS2), st.max_accel_mps2)
 
 
@@ -163,7 +170,7 @@ def merge_cooperation(st, road: Road, index: LaneIndex, accel: np.ndarray,
     matches that lane's speed and slots in behind; the vehicle behind it in that lane yields
     (treats the merger as its leader) when that needs no more than the courtesy deceleration.
     """
-    if not (road.end_kind == LANE_DEAD_END).any():
+    if not road.has_dead_end:
         return accel
     lane_c = np.maximum(st.lane, 0)
     zone = (st.station >= road.change_from_m[lane_c] - params.merge_lookahead_m) & (
@@ -285,8 +292,8 @@ def minimum_jerk(tau: np.ndarray):
 
 
 def lateral_steer(st, params: BehaviorParams) -> np.ndarray:
-    """(C,) front steering angle, rad, holding the lane centre or following the lane change
-    profile (a minimum-jerk lateral offset over the change's duration).
+    """(C,) tangent of the front steering angle, holding the lane centre or following the lane
+    change profile (a minimum-jerk lateral offset over the change's duration).
 
     The desired approach angle to the lane is the desired lateral speed over the speed
     (small-angle form); the yaw rate follows the lane's curvature plus a correction towards
@@ -306,11 +313,13 @@ def lateral_steer(st, params: BehaviorParams) -> np.ndarray:
         lat_speed[changing] -= d0 * dblend / duration
     lim = params.max_lateral_angle_rad
     rel_des = np.minimum(np.maximum(lat_speed / v, -lim), lim)
-    rel = wrap_angle(st.heading - st.lane_heading)
+    rel = st.heading - st.lane_heading
+    if np.abs(rel).max(initial=0.0) > np.pi:
+        rel = wrap_angle(rel)
     curv = st.lane_curvature
     yaw_rate = curv * v / np.maximum(1.0 - curv * st.d, 0.2) + params.heading_gain_1ps * (
         rel_des - rel)
-    return np.arctan(yaw_rate * wheelbase_m(st.length) / v)
+    return yaw_rate * wheelbase_m(st.length) / v
 
 
 def wrap_angle(a: np.ndarray) -> np.ndarray:

@@ -6,20 +6,21 @@ import numpy as np
 
 REAR_AXLE_SHARE = 0.5  # lr / wheelbase: centre of gravity midway between the axles
 MAX_STEER_RAD = 0.6
+_MAX_TAN = float(np.tan(MAX_STEER_RAD))
 
 
 def bicycle_step(x: np.ndarray, y: np.ndarray, heading: np.ndarray, speed: np.ndarray,
-                 accel_mps2: np.ndarray, steer_rad: np.ndarray, wheelbase_m: np.ndarray,
+                 accel_mps2: np.ndarray, tan_steer: np.ndarray, wheelbase_m: np.ndarray,
                  dt_s: float):
-    """Advance (N,) vehicles by dt_s under (acceleration, front steering angle).
+    """Advance (N,) vehicles by dt_s under (acceleration, tangent of the front steering angle).
 
-    Speed never goes negative: a vehicle braking to a stop within the step stops there and
-    travels only its stopping distance. Heading changes at the yaw rate v sin(beta) / lr with
-    slip angle beta = atan(lr / L tan(steer)); position integrates at the step's mean heading.
-    Returns x, y, heading, speed, vx, vy (world-frame velocity at the end of the step).
+    The steering angle is limited to +-MAX_STEER_RAD. Speed never goes negative: a vehicle
+    braking to a stop within the step stops there and travels only its stopping distance.
+    Heading changes at the yaw rate v sin(beta) / lr with slip angle
+    beta = atan(lr / L tan(steer)); the centre of gravity moves along the arc (chord at the
+    mean direction). Returns x, y, heading, speed, vx, vy (world-frame velocity at the end).
     """
-    tan_beta = REAR_AXLE_SHARE * np.tan(np.minimum(np.maximum(steer_rad, -MAX_STEER_RAD),
-                                                   MAX_STEER_RAD))
+    tan_beta = REAR_AXLE_SHARE * np.minimum(np.maximum(tan_steer, -_MAX_TAN), _MAX_TAN)
     cos_beta = 1.0 / np.sqrt(1.0 + tan_beta * tan_beta)
     sin_beta = tan_beta * cos_beta
     new_speed = speed + accel_mps2 * dt_s
@@ -30,11 +31,11 @@ def bicycle_step(x: np.ndarray, y: np.ndarray, heading: np.ndarray, speed: np.nd
         dist = np.where(stops, speed * speed / np.maximum(-2.0 * accel_mps2, 1e-9), dist)
         new_speed = np.maximum(new_speed, 0.0)
     dheading = dist * sin_beta / (REAR_AXLE_SHARE * wheelbase_m)
-    # the centre of gravity moves along a circular arc: chord at the mean direction
-    half = 0.5 * dheading
-    ch, sh = np.cos(half), np.sin(half)
-    h2 = half * half
-    chord = dist * (1.0 - h2 / 6.0 + h2 * h2 / 120.0)  # sin(h) / h; |h| <= 0.4 rad here
+    h = 0.5 * dheading
+    sh, ch = np.sin(h), np.cos(h)
+    sinc = np.ones_like(h)  # sin(h) / h
+    np.divide(sh, h, out=sinc, where=h != 0.0)
+    chord = dist * sinc
     # velocity direction = heading + beta; rotate by half the heading change
     c, s = np.cos(heading), np.sin(heading)
     cv, sv = c * cos_beta - s * sin_beta, s * cos_beta + c * sin_beta

@@ -164,6 +164,17 @@ class Road:
     # ---- queries (vectorised over vehicles) ------------------------------------------------
 
     @cached_property
+    def wider_than_tall(self) -> bool:
+        """The road spreads more along x than along y (the better sweep axis)."""
+        x0, y0, x1, y1 = self.bounds_m
+        return bool(x1 - x0 >= y1 - y0)
+
+    @cached_property
+    def has_dead_end(self) -> bool:
+        """Some lane ends (an on-ramp's acceleration lane)."""
+        return bool(np.any(self.end_kind == LANE_DEAD_END))
+
+    @cached_property
     def all_straight(self) -> bool:
         """Every lane is a single segment (a straight line)."""
         return bool(np.all(np.diff(self.lane_start) == 2))

@@ -37,7 +37,7 @@ class TrafficState:
     vx: np.ndarray  # m/s world-frame velocity (includes the bicycle's slip angle)
     vy: np.ndarray
     accel: np.ndarray  # m/s^2, the last applied longitudinal command
-    steer: np.ndarray  # rad, the last applied front-wheel angle
+    tan_steer: np.ndarray  # tangent of the last applied front-wheel angle
     # lane (Frenet) coordinates, refreshed after every move
     lane: np.ndarray  # int64 lane index, -1 off road
     s: np.ndarray  # m along the lane's centre line
@@ -70,6 +70,17 @@ class TrafficState:
     collided: np.ndarray  # bool, overlaps another vehicle now
     inflow_next_s: np.ndarray  # (L,) time of the next arrival at each lane's start, inf none
 
+    def evolve(self, **changes) -> TrafficState:
+        """A copy with some fields replaced (dataclasses.replace, without its per-call cost,
+        which matters in the step loop)."""
+        unknown = changes.keys() - _FIELD_NAMES
+        if unknown:
+            raise TypeError(f"TrafficState has no field(s) {sorted(unknown)}")
+        new = object.__new__(TrafficState)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
     @property
     def capacity(self) -> int:
         return len(self.x)
@@ -78,6 +89,9 @@ class TrafficState:
     def n_active(self) -> int:
         return int(np.count_nonzero(self.active))
 
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(TrafficState))
 
 
 def empty_state(capacity: int, n_lanes: int) -> TrafficState:

@@ -238,13 +238,13 @@ def step(state: TrafficState, world: World, rng: np.random.Generator,
         lane_heading[lc_rows], lane_curv[lc_rows] = h_new, k_new
         lc_elapsed[lc_rows] = 0.0
         lc_duration[lc_rows] = st.lane_change_s[lc_rows]
-        st = replace(st, lane=lane, lane_from=lane_from, s=s, d=d, lc_elapsed_s=lc_elapsed,
+        st = st.evolve(lane=lane, lane_from=lane_from, s=s, d=d, lc_elapsed_s=lc_elapsed,
                      lc_d0_m=lc_d0, lc_duration_s=lc_duration, lane_heading=lane_heading,
                      lane_curvature=lane_curv)
-    steer = behavior.lateral_steer(st, world.behavior)
+    tan_steer = behavior.lateral_steer(st, world.behavior)
 
     x, y, heading, speed, vx, vy = dynamics.bicycle_step(
-        st.x, st.y, st.heading, st.speed, accel, steer, wheelbase_m(st.length), dt)
+        st.x, st.y, st.heading, st.speed, accel, tan_steer, wheelbase_m(st.length), dt)
 
     # lane bookkeeping: Frenet coordinates, finished lane changes, successors and exits
     lane, lane_from = st.lane, st.lane_from
@@ -284,15 +284,15 @@ def step(state: TrafficState, world: World, rng: np.random.Generator,
     # collisions among vehicles on the road
     rows = np.flatnonzero(active)
     pi, pj = collision.overlapping_pairs(x[rows], y[rows], heading[rows], st.length[rows],
-                                         st.width[rows])
+                                         st.width[rows], road.wider_than_tall)
     collided = np.zeros(st.capacity, bool)
     collided[rows[pi]] = True
     collided[rows[pj]] = True
     new_pairs = int(np.count_nonzero(~(st.collided[rows[pi]] & st.collided[rows[pj]])))
 
-    new = replace(
-        st, t_s=st.t_s + dt, step=st.step + 1, x=x, y=y, heading=heading, speed=speed,
-        vx=vx, vy=vy, accel=accel, steer=steer, lane=lane, s=s, d=d, station=station,
+    new = st.evolve(
+        t_s=st.t_s + dt, step=st.step + 1, x=x, y=y, heading=heading, speed=speed,
+        vx=vx, vy=vy, accel=accel, tan_steer=tan_steer, lane=lane, s=s, d=d, station=station,
         lane_heading=lane_heading, lane_curvature=lane_curv, lane_from=lane_from,
         lc_elapsed_s=lc_elapsed, active=active, collided=collided, ids=ids)
     new, n_in, n_wait = _inflow(new, world, rng)
@@ -332,7 +332,10 @@ def _inflow(st: TrafficState, world: World, rng: np.random.Generator):
     if n_in == 0:
         return st, 0, len(due)
     lanes = due[room]
-    st = _copy_arrays(st)  # rows are written in place below; earlier states stay untouched
+    # rows are written in place below. Earlier states may share these arrays, so the ones
+    # that say which rows are vehicles (and which) are copied; the other fields of a row that
+    # was free in an earlier state are don't-care there, so writing them changes nothing.
+    st = st.evolve(**{k: getattr(st, k).copy() for k in _ROW_IDENTITY})
     free = np.flatnonzero(~st.active)
     while len(free) < n_in:
         st = _grow(st)
@@ -347,16 +350,14 @@ def _inflow(st: TrafficState, world: World, rng: np.random.Generator):
     x, y, h, curv, station = road.pose_at(lanes, s)
     st.x[rows], st.y[rows], st.heading[rows], st.s[rows], st.d[rows] = x, y, h, s, 0.0
     st.lane_heading[rows], st.lane_curvature[rows], st.station[rows] = h, curv, station
-    st.speed[rows], st.accel[rows], st.steer[rows] = speeds[room], 0.0, 0.0
+    st.speed[rows], st.accel[rows], st.tan_steer[rows] = speeds[room], 0.0, 0.0
     _set_velocity(st, rows)
     nxt = st.inflow_next_s.copy()
     nxt[lanes] += _headways_s(rng, n_in, world.inflow_vph()[lanes], traffic.min_headway_s)
-    return replace(st, next_id=st.next_id + n_in, inflow_next_s=nxt), n_in, len(due) - n_in
+    return st.evolve(next_id=st.next_id + n_in, inflow_next_s=nxt), n_in, len(due) - n_in
 
 
-def _copy_arrays(st: TrafficState) -> TrafficState:
-    return replace(st, **{k: v.copy() for k, v in vars(st).items()
-                          if isinstance(v, np.ndarray)})
+_ROW_IDENTITY = ("active", "ids", "lane", "lane_from", "role", "kind", "collided")
 
 
 def _grow(st: TrafficState) -> TrafficState:

@@ -9,7 +9,7 @@ def _drive(steer, speed=10.0, accel=0.0, steps=2000, dt=0.01, wheelbase=2.7):
     v[:] = speed
     xs, ys = [], []
     for _ in range(steps):
-        x, y, h, v, vx, vy = bicycle_step(x, y, h, v, np.full(1, accel), np.full(1, steer),
+        x, y, h, v, vx, vy = bicycle_step(x, y, h, v, np.full(1, accel), np.full(1, np.tan(steer)),
                                           np.full(1, wheelbase), dt)
         xs.append(x[0])
         ys.append(y[0])
