@@ -40,10 +40,24 @@ def _ctrv(checkpoint: str | None, k: int) -> Predictor:
     return ConstantTurnRateVelocity()
 
 
+def _kalman(checkpoint: str | None, k: int) -> Predictor:
+    from predictor.baselines import KalmanFilter
+
+    return KalmanFilter()
+
+
+def _cv_multi(checkpoint: str | None, k: int) -> Predictor:
+    from predictor.baselines import MultiModalCV
+
+    return MultiModalCV(k=k)
+
+
 PREDICTORS: dict[str, Entry] = {
     "cv": Entry(_cv, "constant velocity"),
     "ca": Entry(_ca, "constant acceleration (1 s finite difference, no reversing)"),
     "ctrv": Entry(_ctrv, "constant turn rate and velocity"),
+    "kalman": Entry(_kalman, "Kalman filter, Singer manoeuvre model, with uncertainty"),
+    "cv_multi": Entry(_cv_multi, "constant velocity with k lane-change / braking hypotheses"),
 }
 
 
