@@ -212,6 +212,59 @@ def add_benchmark_parser(sub) -> None:
     s.set_defaults(func=cmd_benchmark_sim)
 
 
+# ---- import ngsim -------------------------------------------------------------------------
+
+
+def cmd_import_ngsim(args) -> int:
+    from scenarios.ngsim import ImportSettings, describe, read_ngsim
+    from sim.tracks import write_tracks
+
+    try:
+        settings = ImportSettings(window_s=args.window, polyorder=args.polyorder,
+                                  default_length_m=args.default_length, causal=args.causal)
+    except ValueError as exc:
+        raise InputError(f"import ngsim: {exc}") from None
+    t0 = time.perf_counter()
+    tracks = read_ngsim(args.file, args.location, settings, progress=not args.quiet)
+    write_tracks(args.out, tracks)
+    info = describe(tracks)
+    info.update(file=args.file, out=args.out, wall_s=round(time.perf_counter() - t0, 2))
+    say(args, f"{args.file} -> {args.out}: {info['agents']} vehicles, {info['steps']} steps of "
+              f"0.1 s ({info['duration_s']:g} s, {info['periods']} period(s), location "
+              f"{tracks.meta['location']}), duplicates dropped {info['duplicates_dropped']}, "
+              f"speed median {info['speed_mps_p50']} / max {info['speed_mps_max']} m/s, "
+              f"{info['wall_s']} s")
+    if args.json:
+        write_json(args.json, info)
+    return 0
+
+
+def add_import_parser(sub) -> None:
+    from scenarios.ngsim import DEFAULT_LENGTH_M, DEFAULT_POLYORDER, DEFAULT_WINDOW_S
+
+    p = sub.add_parser("import", help="convert external trajectory data to a track file")
+    isub = p.add_subparsers(dest="what", metavar="{ngsim}", parser_class=_Parser)
+    isub.required = True
+    n = isub.add_parser("ngsim", help="NGSIM CSV (official 25-column layout or the US-101 "
+                                      "subset; .csv or .csv.gz) to a track file (docs/ngsim.md)")
+    n.add_argument("file", metavar="FILE")
+    n.add_argument("-o", "--out", required=True, metavar="OUT.npz", help="track file to write")
+    n.add_argument("--location", help="which Location to import when the file holds several")
+    n.add_argument("--window", type=float, default=DEFAULT_WINDOW_S, metavar="S",
+                   help=f"Savitzky-Golay window, s (default {DEFAULT_WINDOW_S}; 0: no "
+                        f"smoothing)")
+    n.add_argument("--polyorder", type=int, default=DEFAULT_POLYORDER,
+                   help=f"Savitzky-Golay polynomial order (default {DEFAULT_POLYORDER})")
+    n.add_argument("--causal", action="store_true",
+                   help="smooth each frame from past frames only (no look-ahead)")
+    n.add_argument("--default-length", type=positive_float, default=DEFAULT_LENGTH_M,
+                   metavar="M", help=f"vehicle length where the file has none (default "
+                                     f"{DEFAULT_LENGTH_M} m)")
+    n.add_argument("--json", metavar="PATH", help="write a summary as JSON ('-' for stdout)")
+    n.add_argument("--quiet", action="store_true", help="no progress bar")
+    n.set_defaults(func=cmd_import_ngsim)
+
+
 # ---- info ----------------------------------------------------------------------------------
 
 
@@ -267,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     add_run_parser(sub)
     add_info_parser(sub)
+    add_import_parser(sub)
     add_benchmark_parser(sub)
     return parser
 
