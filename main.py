@@ -119,11 +119,15 @@ def cmd_run(args) -> int:
         world = make_world(spec)
     except ValueError as exc:
         raise InputError(f"run: {exc}") from None
+    if not (args.headless or args.frames_dir or args.gif):
+        return run_window_mode(args, world)
+    frames = frame_hook(args, world)
     n_steps = int(round(spec.duration_s / spec.dt_s))
     bar = _progress_bar(n_steps, "simulating", not args.quiet)
     t0 = time.perf_counter()
     result = run(world, record_every=args.record_every if args.record else None,
-                 progress=lambda i, n: bar.update(1))
+                 progress=lambda i, n: bar.update(1),
+                 hook=frames.hook if frames else None)
     wall = time.perf_counter() - t0
     bar.close()
     if args.record:
@@ -153,15 +157,18 @@ def cmd_run(args) -> int:
               f"(s): {summary['inflow_delay_s']}")
     if args.record:
         say(args, f"  track file: {args.record}")
+    if frames:
+        finish_frames(args, frames, result.state, summary)
     if args.json:
         write_json(args.json, summary)
     return 0
 
 
 def add_run_parser(sub) -> None:
-    p = sub.add_parser("run", help="run the default highway scenario and record a track file")
+    p = sub.add_parser("run", help="run a scenario live in a window (or --headless: record "
+                                   "a track file, write frames)")
     p.add_argument("--headless", action="store_true",
-                   help="no window (the only mode until the viewer lands)")
+                   help="no window: simulate as fast as possible (frames with --frames-dir)")
     p.add_argument("--road", choices=sorted(ROAD_CHOICES), default="on_ramp",
                    help="road of the default scenario (default: on_ramp)")
     p.add_argument("--flow", type=positive_float, default=1800.0,
@@ -173,7 +180,283 @@ def add_run_parser(sub) -> None:
                    help="record every N-th step (default 1)")
     p.add_argument("--json", metavar="PATH", help="write a summary as JSON ('-' for stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_view_args(p, "write PNG frames here (implies --headless)")
     p.set_defaults(func=cmd_run)
+
+
+# ---- viewer: run's window and frames, replay, benchmark render -----------------------------
+
+
+def window_size(text: str) -> tuple[int, int]:
+    """'1280x720' -> (1280, 720)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT (e.g. 1280x720), got "
+                                         f"{text!r}") from None
+    if not (160 <= w <= 7680 and 120 <= h <= 4320):
+        raise argparse.ArgumentTypeError(f"size must be within 160x120 .. 7680x4320, got "
+                                         f"{text!r}")
+    return w, h
+
+
+def add_view_args(p, frames_help: str) -> None:
+    """Flags of the viewer shared by run and replay (docs/viewer.md)."""
+    g = p.add_argument_group("viewer (docs/viewer.md)")
+    g.add_argument("--predictor", metavar="NAME",
+                   help="draw this predictor's forecasts (a name from the registry, e.g. cv, "
+                        "kalman, cv_multi)")
+    g.add_argument("--checkpoint", metavar="NAME|FILE", help="checkpoint of a learned predictor")
+    g.add_argument("--k", type=positive_int, default=6,
+                   help="modes of a multimodal predictor (default 6)")
+    g.add_argument("--horizon", type=positive_float, default=3.0, metavar="S",
+                   help="forecast horizon, s (default 3)")
+    g.add_argument("--history", type=positive_float, default=2.0, metavar="S",
+                   help="past the predictor sees, s (default 2)")
+    g.add_argument("--frames-dir", metavar="DIR", help=frames_help)
+    g.add_argument("--frame-every", type=positive_int, default=1, metavar="N",
+                   help="write every N-th step as a frame (default 1)")
+    g.add_argument("--gif", metavar="FILE.gif",
+                   help="write an animated GIF (implies --headless; needs pillow: "
+                        "pip install 'drivecast[gif]')")
+    g.add_argument("--size", type=window_size, default=(1280, 720), metavar="WxH",
+                   help="window / frame size in pixels (default 1280x720)")
+    g.add_argument("--zoom", type=positive_float, default=9.0, metavar="PX_PER_M",
+                   help="initial zoom, pixels per metre (default 9)")
+    g.add_argument("--speed", type=positive_float, default=1.0,
+                   help="initial playback speed in the window (default 1)")
+    g.add_argument("--screenshot-dir", default=".", metavar="DIR",
+                   help="where S saves screenshots (default: the current folder)")
+    g.add_argument("--profile", action="store_true",
+                   help="print the time per frame: scene + drawing, and forecast inference")
+
+
+def _viewer(args, source, headless: bool, what: str):
+    """A sim.viewer.Viewer for a source with the flags' predictor and view."""
+    from sim.render import View
+    from sim.viewer import Viewer
+
+    predictor = None
+    if args.predictor:
+        from predictor.registry import make_predictor
+
+        try:
+            predictor = make_predictor(args.predictor, checkpoint=args.checkpoint, k=args.k)
+        except ValueError as exc:
+            raise InputError(f"{what}: --predictor {args.predictor}: {exc}") from None
+    try:
+        view = View(width_px=args.size[0], height_px=args.size[1], px_per_m=args.zoom)
+        return Viewer(source, predictor, view=view, horizon_s=args.horizon,
+                      history_s=args.history, speed=args.speed,
+                      screenshot_dir=args.screenshot_dir, headless=headless)
+    except ValueError as exc:
+        raise InputError(f"{what}: {exc}") from None
+
+
+def _gif_writer(args, frame_s: float):
+    if not args.gif:
+        return None
+    if not args.gif.lower().endswith(".gif"):
+        raise InputError(f"--gif {args.gif}: the file name must end in .gif")
+    from sim.viewer import GifWriter
+
+    try:
+        return GifWriter(args.gif, frame_s)
+    except ImportError:
+        raise InputError(f"--gif {args.gif}: needs pillow, the optional extra: "
+                         f"pip install 'drivecast[gif]'") from None
+
+
+def _open_window(what: str) -> None:
+    from sim.viewer import NoDisplayError, check_display
+
+    try:
+        check_display()
+    except NoDisplayError as exc:
+        raise InputError(f"{what}: {exc}") from None
+
+
+def _say_profile(args, viewer) -> dict:
+    prof = viewer.profile()
+    f, p = prof["frame_ms"], prof["predict_ms"]
+    if f:
+        say(args, f"  frame time (scene + drawing, {viewer.view.width_px}x"
+                  f"{viewer.view.height_px}): median {f['median']:.1f} ms, p95 {f['p95']:.1f} "
+                  f"ms over {f['frames']} frames")
+    if p:
+        both = prof["frame_with_predict_ms"]
+        say(args, f"  forecast inference ({viewer.predictor.name}): median {p['median']:.1f} "
+                  f"ms, p95 {p['p95']:.1f} ms; frame with inference: median "
+                  f"{both['median']:.1f} ms, p95 {both['p95']:.1f} ms")
+    return prof
+
+
+def run_window_mode(args, world) -> int:
+    """`run` without --headless: the live window."""
+    from sim.tracks import write_tracks
+    from sim.viewer import LiveSource, run_window
+
+    _open_window("run")
+    source = LiveSource(world, record_every=args.record_every if args.record else None)
+    viewer = _viewer(args, source, headless=False, what="run")
+    run_window(viewer)
+    summary = {"scenario": world.spec.name, "seed": world.spec.seed,
+               "t_s": round(source.t_s, 3), "steps": int(source.head),
+               "collisions": source.counters.collisions, "record": args.record}
+    if args.record:
+        write_tracks(args.record, source.tracks())
+    say(args, f"{world.spec.name}: simulated up to t = {source.t_s:.1f} s, collisions "
+              f"{source.counters.collisions}" + (f", track file {args.record}"
+                                                 if args.record else ""))
+    if args.profile:
+        summary["profile"] = _say_profile(args, viewer)
+    if args.json:
+        write_json(args.json, summary)
+    return 0
+
+
+def frame_hook(args, world):
+    """`run --headless` with --frames-dir, --gif or --profile: a hook that draws the run's
+    states (sim.viewer.FrameHook), else None."""
+    if not (args.frames_dir or args.gif or args.profile):
+        return None
+    from sim.viewer import FrameHook, LiveSource
+
+    gif = _gif_writer(args, world.dt_s * args.frame_every)
+    viewer = _viewer(args, LiveSource(world, max_history=64), headless=True, what="run")
+    return FrameHook(viewer, args.frames_dir, args.frame_every, gif)
+
+
+def finish_frames(args, frames, state, summary: dict) -> None:
+    frames.finish(state)
+    summary["frames"] = frames.drawn
+    if args.frames_dir or args.gif:
+        where = ", ".join(x for x in (args.frames_dir, args.gif) if x)
+        say(args, f"  {frames.drawn} frames drawn: {where}")
+    if args.profile:
+        summary["profile"] = _say_profile(args, frames.viewer)
+
+
+def _load_replay(args):
+    from sim.tracks import read_tracks
+
+    path = args.file
+    if not os.path.isdir(path) and os.path.exists(path):
+        from scenarios.ngsim import looks_like_ngsim, read_ngsim
+
+        if looks_like_ngsim(path):
+            return read_ngsim(path, args.location, progress=not args.quiet)
+    return read_tracks(path)
+
+
+def cmd_replay(args) -> int:
+    from sim.viewer import ReplaySource, run_window, write_frames
+
+    headless = bool(args.headless or args.frames_dir or args.gif)
+    if headless and not (args.frames_dir or args.gif or args.profile):
+        raise InputError("replay --headless: give --frames-dir DIR and/or --gif FILE.gif "
+                         "(or --profile)")
+    if not headless:
+        _open_window("replay")
+    tracks = _load_replay(args)
+    try:
+        source = ReplaySource(tracks, title=Path(args.file).name)
+    except ValueError as exc:
+        raise InputError(f"replay {args.file}: {exc}") from None
+    t0, t1 = float(tracks.t[0]), float(tracks.t[-1])
+    if args.start is not None:
+        if not 0 <= args.start <= t1 - t0:
+            raise InputError(f"replay --start {args.start:g}: the file covers 0 .. "
+                             f"{t1 - t0:g} s")
+        source.seek_time(t0 + args.start)
+    viewer = _viewer(args, source, headless=headless, what=f"replay {args.file}")
+    summary = {"file": args.file, "agents": tracks.n_agents, "steps": tracks.n_steps,
+               "dt_s": source.dt_s}
+    if not headless:
+        run_window(viewer)
+    else:
+        start = source.cursor
+        n = source.head - start
+        if args.duration is not None:
+            n = min(n, int(round(args.duration / source.dt_s)))
+        gif = _gif_writer(args, source.dt_s * args.frame_every)
+        bar = _progress_bar(n, "drawing", not args.quiet)
+        drawn = write_frames(viewer, n, args.frames_dir, args.frame_every, gif,
+                             progress=bar.update)
+        bar.close()
+        if gif is not None:
+            gif.close()
+        summary.update(frames=drawn, t_from_s=round(float(tracks.t[start]) - t0, 3),
+                       t_to_s=round(source.t_s - t0, 3), frames_dir=args.frames_dir,
+                       gif=args.gif)
+        where = ", ".join(x for x in (args.frames_dir, args.gif) if x) or "(not saved)"
+        say(args, f"{args.file}: {drawn} frames from t = {summary['t_from_s']:g} to "
+                  f"{summary['t_to_s']:g} s: {where}")
+    if args.profile:
+        summary["profile"] = _say_profile(args, viewer)
+    if args.json:
+        write_json(args.json, summary)
+    return 0
+
+
+def add_replay_parser(sub) -> None:
+    p = sub.add_parser("replay", help="play a track file or an NGSIM file in the window (or "
+                                      "write frames headless), forecasts beside the truth")
+    p.add_argument("file", metavar="FILE", help="track file (.npz) or NGSIM CSV (.csv, .csv.gz)")
+    p.add_argument("--headless", action="store_true",
+                   help="no window: write frames (--frames-dir, --gif)")
+    p.add_argument("--start", type=float, metavar="S",
+                   help="start this many seconds into the file (default 0)")
+    p.add_argument("--duration", type=positive_float, metavar="S",
+                   help="headless: seconds to draw (default: to the end of the file)")
+    p.add_argument("--location", help="NGSIM files holding several locations: which one")
+    add_view_args(p, "write PNG frames here (implies --headless)")
+    p.add_argument("--json", metavar="PATH", help="write a summary as JSON ('-' for stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_replay)
+
+
+def cmd_benchmark_render(args) -> int:
+    from sim.viewer import benchmark_render
+
+    predictor = None
+    if args.predictor:
+        from predictor.registry import make_predictor
+
+        try:
+            predictor = make_predictor(args.predictor, checkpoint=args.checkpoint, k=args.k)
+        except ValueError as exc:
+            raise InputError(f"benchmark render: --predictor {args.predictor}: {exc}") from None
+    res = benchmark_render(args.vehicles, args.frames, predictor, *args.size, seed=args.seed)
+    f, p, both = res["frame_ms"], res["predict_ms"], res["frame_with_predict_ms"]
+    say(args, f"benchmark render: {res['width_px']}x{res['height_px']}, "
+              f"{res['vehicles_in_view_min']}+ vehicles in view ({res['px_per_m']:g} px/m), "
+              f"{res['frames']} frames, trails, TTC tags and HUD"
+              + (f", {res['predictor']} forecasts ({res['modes']} modes"
+                 f"{', uncertainty ellipses' if res['uncertainty'] else ''}) for every vehicle "
+                 f"in view" if p else ", no forecasts"))
+    say(args, f"  frame (scene + drawing): median {f['median']:.2f} ms, p95 {f['p95']:.2f} ms "
+              f"(CPU median {res['frame_cpu_ms']['median']:.2f} ms)")
+    if p:
+        say(args, f"  inference: median {p['median']:.2f} ms, p95 {p['p95']:.2f} ms; frame "
+                  f"with inference: median {both['median']:.2f} ms, p95 {both['p95']:.2f} ms")
+    if args.json:
+        write_json(args.json, res)
+    return 0
+
+
+def add_benchmark_render_parser(bsub) -> None:
+    s = bsub.add_parser("render", help="headless frame time of the viewer (docs/viewer.md)")
+    s.add_argument("--vehicles", type=positive_int, default=100,
+                   help="zoom out until this many vehicles are in view (default 100)")
+    s.add_argument("--frames", type=positive_int, default=200)
+    s.add_argument("--predictor", metavar="NAME", help="draw (and time) its forecasts")
+    s.add_argument("--checkpoint", metavar="NAME|FILE")
+    s.add_argument("--k", type=positive_int, default=6)
+    s.add_argument("--size", type=window_size, default=(1280, 720), metavar="WxH")
+    s.add_argument("--seed", type=nonneg_int, default=0)
+    s.add_argument("--json", metavar="PATH", help="write results as JSON ('-' for stdout)")
+    s.set_defaults(func=cmd_benchmark_render)
 
 
 # ---- benchmark sim -------------------------------------------------------------------------
@@ -210,6 +493,7 @@ def add_benchmark_parser(sub) -> None:
     s.add_argument("--seed", type=nonneg_int, default=0)
     s.add_argument("--json", metavar="PATH", help="write results as JSON ('-' for stdout)")
     s.set_defaults(func=cmd_benchmark_sim)
+    add_benchmark_render_parser(bsub)
 
 
 # ---- import ngsim -------------------------------------------------------------------------
@@ -319,6 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     add_run_parser(sub)
+    add_replay_parser(sub)
     add_info_parser(sub)
     add_import_parser(sub)
     add_benchmark_parser(sub)
