@@ -1,0 +1,415 @@
+"""The recurrent forecaster: a vanilla RNN / GRU / LSTM encoder with social context and K modes.
+
+Inputs are agent-centric: the target's past (and its neighbours' recent states) relative to
+its position at the prediction time, rotated so its heading points along +x. The model
+predicts K futures as residuals over a constant-velocity extrapolation, with mode
+probabilities and a per-step standard deviation. torch is imported only here and in
+predictor/train.py.
+
+A checkpoint is a dict {"format", "config" (JSON), "state_dict", "meta" (JSON)} saved with
+torch.save and loaded with torch.load(weights_only=True): no code runs on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sim.forecast import History, Prediction
+
+CHECKPOINT_FORMAT = "drivecast-rnn/1"
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+SHIPPED = ("sim", "ngsim")
+CELLS = ("rnn", "gru", "lstm")
+TARGET_FEATURES = 5  # x, y, vx, vy (agent frame), valid
+NEIGHBOR_FEATURES = 12  # x, y at now, -0.5 s, -1 s; vx, vy now; length, width; valids
+NB_LAGS_S = (0.0, 0.5, 1.0)
+MIN_SIGMA_M = 0.05
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class RnnConfig:
+    """Architecture and the protocol it was trained for (steps of dt_s)."""
+
+    cell: str = "gru"
+    hidden: int = 128
+    layers: int = 1
+    history_steps: int = 20
+    horizon_steps: int = 30
+    dt_s: float = 0.1
+    n_modes: int = 6
+    n_neighbors: int = 8
+    social_hidden: int = 64
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        for name in ("hidden", "layers", "history_steps", "horizon_steps", "n_modes",
+                     "social_hidden"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.n_neighbors < 0 or not 0 <= self.dropout < 1:
+            raise ValueError("n_neighbors must be >= 0 and dropout in [0, 1)")
+        if not (np.isfinite(self.dt_s) and self.dt_s > 0):
+            raise ValueError("dt_s must be positive")
+
+    @property
+    def nb_lag_steps(self) -> tuple[int, ...]:
+        return tuple(min(self.history_steps, int(round(lag / self.dt_s))) for lag in NB_LAGS_S)
+
+
+# ---- features (numpy) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Features:
+    """Agent-centric model inputs for S samples, float32.
+
+    target: (S, H, TARGET_FEATURES); neighbors: (S, M, NEIGHBOR_FEATURES); nb_mask: (S, M)
+    bool; origin: (S, 2) m world position now; rot: (S, 2) cos, sin of the frame's heading;
+    cv: (S, F, 2) m constant-velocity extrapolation in the agent frame.
+    """
+
+    target: np.ndarray
+    neighbors: np.ndarray
+    nb_mask: np.ndarray
+    origin: np.ndarray
+    rot: np.ndarray
+    cv: np.ndarray
+
+
+def frame_heading(history: History) -> np.ndarray:
+    """(S,) heading of each sample's agent frame, rad: the direction of motion over the last
+    0.5 s when the agent moved more than 1 m, else its recorded heading now."""
+    xy = history.xy
+    back = min(history.history_steps, max(1, int(round(0.5 / history.dt_s))))
+    d = xy[:, -1] - xy[:, -1 - back]
+    ok = history.valid[:, -1 - back] & (np.hypot(d[:, 0], d[:, 1]) > 1.0)
+    return np.where(ok, np.arctan2(d[:, 1], d[:, 0]), history.heading[:, -1])
+
+
+def to_agent(xy: np.ndarray, origin: np.ndarray, cos: np.ndarray, sin: np.ndarray):
+    """World points (S, ..., 2) into each sample's agent frame."""
+    shape = (len(origin),) + (1,) * (xy.ndim - 2)
+    dx = xy[..., 0] - origin[:, 0].reshape(shape)
+    dy = xy[..., 1] - origin[:, 1].reshape(shape)
+    c, s = cos.reshape(shape), sin.reshape(shape)
+    return np.stack([c * dx + s * dy, -s * dx + c * dy], axis=-1)
+
+
+def rotate_to_agent(v: np.ndarray, cos: np.ndarray, sin: np.ndarray):
+    shape = (len(cos),) + (1,) * (v.ndim - 2)
+    c, s = cos.reshape(shape), sin.reshape(shape)
+    return np.stack([c * v[..., 0] + s * v[..., 1], -s * v[..., 0] + c * v[..., 1]], axis=-1)
+
+
+def to_world(xy: np.ndarray, origin: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    """Agent-frame points (S, ..., 2) back to the world frame."""
+    shape = (len(origin),) + (1,) * (xy.ndim - 2)
+    c, s = rot[:, 0].reshape(shape), rot[:, 1].reshape(shape)
+    x = c * xy[..., 0] - s * xy[..., 1] + origin[:, 0].reshape(shape)
+    y = s * xy[..., 0] + c * xy[..., 1] + origin[:, 1].reshape(shape)
+    return np.stack([x, y], axis=-1)
+
+
+def make_features(history: History, config: RnnConfig) -> Features:
+    """Agent-centric features of a History, cut or padded to the config's history length."""
+    h_model = config.history_steps + 1
+    s = history.n_samples
+    xy, vxy, valid = history.xy, history.vxy, history.valid
+    h_in = valid.shape[1]
+    if h_in >= h_model:
+        xy, vxy, valid = xy[:, -h_model:], vxy[:, -h_model:], valid[:, -h_model:]
+    else:
+        pad = h_model - h_in
+        xy = np.concatenate([np.full((s, pad, 2), np.nan), xy], axis=1)
+        vxy = np.concatenate([np.full((s, pad, 2), np.nan), vxy], axis=1)
+        valid = np.concatenate([np.zeros((s, pad), bool), valid], axis=1)
+    origin = history.xy[:, -1].astype(np.float64)
+    heading = frame_heading(history)
+    cos, sin = np.cos(heading), np.sin(heading)
+    pos = to_agent(xy, origin, cos, sin)
+    vel = rotate_to_agent(vxy, cos, sin)
+    target = np.concatenate([pos, vel, valid[..., None].astype(float)], axis=-1)
+    target[~valid] = 0.0
+    # constant velocity from the last valid velocity
+    v_now = vel[:, -1]
+    steps = np.arange(1, config.horizon_steps + 1) * history.dt_s
+    cv = v_now[:, None, :] * steps[None, :, None]
+    m = config.n_neighbors
+    neighbors = np.zeros((s, m, NEIGHBOR_FEATURES))
+    nb_mask = np.zeros((s, m), bool)
+    m_in = min(m, history.n_neighbors)
+    if m_in:
+        nb_valid = history.nb_valid[:, :m_in]
+        cols = []
+        for lag in config.nb_lag_steps:
+            idx = -1 - min(lag, h_in - 1)
+            p = to_agent(history.nb_xy[:, :m_in, idx], origin, cos, sin)
+            ok = nb_valid[:, :, idx]
+            cols.append((np.where(ok[..., None], p, 0.0), ok))
+        v = rotate_to_agent(history.nb_vxy[:, :m_in, -1], cos, sin)
+        ok_now = nb_valid[:, :, -1]
+        feats = [cols[0][0], cols[1][0], cols[2][0], np.where(ok_now[..., None], v, 0.0),
+                 np.nan_to_num(history.nb_length[:, :m_in, None]),
+                 np.nan_to_num(history.nb_width[:, :m_in, None]),
+                 cols[1][1][..., None].astype(float), cols[2][1][..., None].astype(float)]
+        neighbors[:, :m_in] = np.concatenate(feats, axis=-1)
+        nb_mask[:, :m_in] = ok_now
+        neighbors[~nb_mask] = 0.0
+    return Features(target=target.astype(np.float32), neighbors=neighbors.astype(np.float32),
+                    nb_mask=nb_mask, origin=origin, rot=np.stack([cos, sin], axis=1),
+                    cv=cv.astype(np.float32))
+
+
+# ---- the model --------------------------------------------------------------------------------
+
+
+class RnnForecaster(nn.Module):
+    """Encoder (RNN/GRU/LSTM) over the target's past + pooled neighbour encoding -> K modes.
+
+    forward(target (B, H, 5), neighbors (B, M, 12), nb_mask (B, M), cv (B, F, 2)) returns
+    xy (B, K, F, 2) agent-frame metres, log_prob (B, K), sigma (B, K, F, 2) metres. The same
+    forward runs in training and evaluation. Normalisation statistics are buffers, so they
+    travel in the state_dict.
+    """
+
+    def __init__(self, config: RnnConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        rnn_cls = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[c.cell]
+        self.input_proj = nn.Linear(TARGET_FEATURES, c.hidden)
+        self.encoder = rnn_cls(c.hidden, c.hidden, num_layers=c.layers, batch_first=True,
+                               dropout=c.dropout if c.layers > 1 else 0.0)
+        self.nb_encoder = nn.Sequential(
+            nn.Linear(NEIGHBOR_FEATURES, c.social_hidden), nn.ReLU(),
+            nn.Linear(c.social_hidden, c.social_hidden), nn.ReLU())
+        self.nb_query = nn.Linear(c.hidden, c.social_hidden)
+        joint = c.hidden + 2 * c.social_hidden
+        self.trunk = nn.Sequential(nn.Linear(joint, 2 * c.hidden), nn.ReLU(),
+                                   nn.Dropout(c.dropout),
+                                   nn.Linear(2 * c.hidden, 2 * c.hidden), nn.ReLU())
+        self.head_xy = nn.Linear(2 * c.hidden, c.n_modes * c.horizon_steps * 2)
+        self.head_sigma = nn.Linear(2 * c.hidden, c.n_modes * c.horizon_steps * 2)
+        self.head_logit = nn.Linear(2 * c.hidden, c.n_modes)
+        self.register_buffer("target_mean", torch.zeros(TARGET_FEATURES))
+        self.register_buffer("target_std", torch.ones(TARGET_FEATURES))
+        self.register_buffer("nb_mean", torch.zeros(NEIGHBOR_FEATURES))
+        self.register_buffer("nb_std", torch.ones(NEIGHBOR_FEATURES))
+        # residuals grow with the horizon: unit network outputs mean 0.3 m + 0.7 m per second
+        t_s = torch.arange(1, c.horizon_steps + 1, dtype=torch.float32) * c.dt_s
+        self.register_buffer("out_scale", 0.3 + 0.7 * t_s)
+
+    def set_normalisation(self, feats: Features) -> None:
+        """Fit the input statistics on training features."""
+        t = feats.target.reshape(-1, TARGET_FEATURES)
+        ok = t[:, -1] > 0
+        mean, std = t[ok].mean(0), t[ok].std(0) + 1e-3
+        mean[-1], std[-1] = 0.0, 1.0  # keep the valid flag as is
+        self.target_mean.copy_(torch.from_numpy(mean))
+        self.target_std.copy_(torch.from_numpy(std))
+        nb = feats.neighbors[feats.nb_mask]
+        if len(nb):
+            self.nb_mean.copy_(torch.from_numpy(nb.mean(0)))
+            self.nb_std.copy_(torch.from_numpy(nb.std(0) + 1e-3))
+
+    def encode(self, target: torch.Tensor) -> torch.Tensor:
+        x = (target - self.target_mean) / self.target_std
+        x = torch.relu(self.input_proj(x))
+        out, _ = self.encoder(x)
+        return out[:, -1]
+
+    def forward(self, target, neighbors, nb_mask, cv):
+        c = self.config
+        b = target.shape[0]
+        h = self.encode(target)
+        if neighbors.shape[1]:
+            e = self.nb_encoder((neighbors - self.nb_mean) / self.nb_std)  # (B, M, D)
+            mask = nb_mask.unsqueeze(-1)
+            neg = torch.finfo(e.dtype).min
+            pooled = torch.where(mask, e, torch.full_like(e, neg)).max(dim=1).values
+            pooled = torch.where(nb_mask.any(1, keepdim=True), pooled, torch.zeros_like(pooled))
+            score = (e * self.nb_query(h).unsqueeze(1)).sum(-1) / np.sqrt(e.shape[-1])
+            score = score.masked_fill(~nb_mask, neg)
+            w = torch.softmax(score, dim=1) * nb_mask.any(1, keepdim=True)
+            attended = (w.unsqueeze(-1) * e).sum(1)
+        else:
+            pooled = h.new_zeros(b, c.social_hidden)
+            attended = h.new_zeros(b, c.social_hidden)
+        z = self.trunk(torch.cat([h, pooled, attended], dim=-1))
+        scale = self.out_scale.view(1, 1, -1, 1)
+        resid = self.head_xy(z).view(b, c.n_modes, c.horizon_steps, 2) * scale
+        xy = cv.unsqueeze(1) + resid
+        sigma = (nn.functional.softplus(self.head_sigma(z)).view(b, c.n_modes,
+                                                                  c.horizon_steps, 2)
+                 * scale + MIN_SIGMA_M)
+        log_prob = torch.log_softmax(self.head_logit(z), dim=-1)
+        return xy, log_prob, sigma
+
+
+# ---- checkpoints ----------------------------------------------------------------------------
+
+
+def resolve_checkpoint(name_or_path: str | None) -> Path:
+    """A shipped checkpoint name (sim, ngsim) or a file path."""
+    if name_or_path is None or name_or_path == "":
+        name_or_path = "sim"
+    if name_or_path in SHIPPED:
+        return CHECKPOINT_DIR / f"{name_or_path}.pt"
+    return Path(name_or_path)
+
+
+def save_checkpoint(path: str | os.PathLike, model: RnnForecaster, meta: dict,
+                    extra: dict | None = None) -> None:
+    """Write atomically (temporary file, then rename). `extra` holds tensors/numbers only
+    (e.g. optimizer state for --resume)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    obj = {"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(model.config)),
+           "state_dict": model.state_dict(), "meta": json.dumps(meta)}
+    if extra:
+        obj["extra"] = extra
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(name_or_path: str | None) -> tuple[RnnForecaster, dict, dict]:
+    """(model in eval mode, meta, extra). CheckpointError names the file and the field."""
+    path = resolve_checkpoint(name_or_path)
+    name = str(path)
+    if not path.is_file():
+        hint = (f" (shipped: {', '.join(SHIPPED)})" if name_or_path not in SHIPPED else
+                " (the shipped checkpoint is missing from this install)")
+        raise CheckpointError(f"{name}: no such checkpoint file{hint}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{name}: not a drivecast checkpoint (not a torch zip archive, "
+                              f"or truncated)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt archives
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{name}: unreadable checkpoint ({msg[:160]})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{name}: not a drivecast checkpoint (top level is not a dict)")
+    if obj.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{name}: field 'format': expected {CHECKPOINT_FORMAT!r}, got "
+                              f"{obj.get('format')!r}")
+    try:
+        config = RnnConfig(**json.loads(obj["config"]))
+    except KeyError:
+        raise CheckpointError(f"{name}: field 'config': missing") from None
+    except (TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{name}: field 'config': {exc}") from None
+    model = RnnForecaster(config)
+    state = obj.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{name}: field 'state_dict': missing or not a dict")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{name}: field 'state_dict' does not match the config "
+                              f"({first[:160]})") from None
+    try:
+        meta = json.loads(obj.get("meta", "{}"))
+    except (TypeError, json.JSONDecodeError):
+        raise CheckpointError(f"{name}: field 'meta': not valid JSON") from None
+    model.eval()
+    return model, meta, obj.get("extra") or {}
+
+
+# ---- the Predictor ----------------------------------------------------------------------------
+
+
+def set_inference_threads() -> None:
+    """One intra-op thread: the batches the simulator asks for (tens to hundreds of agents)
+    are faster on one core than split, and the benchmark's latency is per core."""
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+@dataclass
+class RnnPredictor:
+    """sim.forecast.Predictor backed by a checkpoint. predict() is batched and runs under
+    torch.inference_mode."""
+
+    model: RnnForecaster
+    meta: dict = field(default_factory=dict)
+    k: int = 6
+    name: str = "rnn"
+    batch_size: int = 4096
+
+    @property
+    def config(self) -> RnnConfig:
+        return self.model.config
+
+    @property
+    def dt_s(self) -> float:
+        return self.config.dt_s
+
+    @property
+    def n_neighbors(self) -> int:
+        return self.config.n_neighbors
+
+    @property
+    def history_steps(self) -> int:
+        return self.config.history_steps
+
+    @classmethod
+    def load(cls, checkpoint: str | None = None, k: int = 6) -> RnnPredictor:
+        model, meta, _ = load_checkpoint(checkpoint)
+        return cls(model=model, meta=meta, k=k)
+
+    def predict(self, history: History, horizon_steps: int) -> Prediction:
+        c = self.config
+        if abs(history.dt_s - c.dt_s) > 1e-6:
+            raise ValueError(f"rnn: trained for steps of {c.dt_s} s, got {history.dt_s} s")
+        if not 1 <= horizon_steps <= c.horizon_steps:
+            raise ValueError(f"rnn: trained for a horizon of {c.horizon_steps} steps "
+                             f"({c.horizon_steps * c.dt_s:g} s), asked for {horizon_steps}")
+        set_inference_threads()
+        s = history.n_samples
+        k = min(self.k, c.n_modes)
+        out_xy = np.empty((s, k, horizon_steps, 2))
+        out_p = np.empty((s, k))
+        out_sig = np.empty((s, k, horizon_steps, 2))
+        with torch.inference_mode():
+            for lo in range(0, s, self.batch_size):
+                part = history.take(slice(lo, lo + self.batch_size))
+                f = make_features(part, c)
+                xy, log_prob, sigma = self.model(
+                    torch.from_numpy(f.target), torch.from_numpy(f.neighbors),
+                    torch.from_numpy(f.nb_mask), torch.from_numpy(f.cv))
+                prob = log_prob.exp().numpy().astype(np.float64)
+                top = np.argsort(-prob, axis=1, kind="stable")[:, :k]
+                rows = np.arange(len(top))[:, None]
+                p = prob[rows, top]
+                xy_k = xy.numpy().astype(np.float64)[rows, top, :horizon_steps]
+                sig_k = sigma.numpy().astype(np.float64)[rows, top, :horizon_steps]
+                hi = lo + len(top)
+                out_xy[lo:hi] = to_world(xy_k, f.origin, f.rot)
+                # agent-frame (along, across) std devs to world x, y (covariance dropped)
+                c2 = (f.rot[:, 0] ** 2)[:, None, None]
+                s2 = (f.rot[:, 1] ** 2)[:, None, None]
+                var_a, var_c = sig_k[..., 0] ** 2, sig_k[..., 1] ** 2
+                out_sig[lo:hi, ..., 0] = np.sqrt(c2 * var_a + s2 * var_c)
+                out_sig[lo:hi, ..., 1] = np.sqrt(s2 * var_a + c2 * var_c)
+                out_p[lo:hi] = p / p.sum(axis=1, keepdims=True)
+        return Prediction(xy=out_xy, prob=out_p, sigma_m=out_sig)

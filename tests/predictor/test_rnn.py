@@ -1,0 +1,164 @@
+"""The RNN forecaster: agent-centric features, the model, checkpoints, deterministic training."""
+
+import dataclasses
+import datetime
+
+import numpy as np
+import pytest
+import torch
+
+from predictor.rnn import (
+    CheckpointError,
+    RnnConfig,
+    RnnForecaster,
+    RnnPredictor,
+    load_checkpoint,
+    make_features,
+    save_checkpoint,
+)
+from predictor.train import Samples, TrainConfig, build_samples, mtp_loss, train_model
+from sim.forecast import History, empty_neighbors, future_from_tracks, history_from_tracks
+from sim.tracks import Tracks
+
+SMALL = RnnConfig(cell="gru", hidden=16, history_steps=10, horizon_steps=20, n_modes=3,
+                  n_neighbors=2, social_hidden=8)
+
+
+def straight_tracks(n_agents=4, n_steps=80, speed=12.0, heading=0.7, dt=0.1):
+    """Agents driving straight lines at constant speed, side by side."""
+    t = np.arange(n_steps) * dt
+    c, s = np.cos(heading), np.sin(heading)
+    x = np.stack([c * speed * t - s * 4.0 * a for a in range(n_agents)]).astype(np.float32)
+    y = np.stack([s * speed * t + c * 4.0 * a for a in range(n_agents)]).astype(np.float32)
+    vx = np.full_like(x, c * speed)
+    vy = np.full_like(x, s * speed)
+    return Tracks(t=t, x=x, y=y, vx=vx, vy=vy, heading=np.full_like(x, heading),
+                  length=np.full(n_agents, 4.5, np.float32),
+                  width=np.full(n_agents, 1.8, np.float32),
+                  ids=np.arange(n_agents, dtype=np.int64), meta={"source": "test", "dt": dt})
+
+
+def test_features_are_agent_centric_and_cv_is_exact_on_straight_tracks():
+    tr = straight_tracks()
+    rows, cols = np.array([0, 1]), np.array([30, 40])
+    hist = history_from_tracks(tr, rows, cols, SMALL.history_steps, SMALL.n_neighbors)
+    f = make_features(hist, SMALL)
+    # the agent sits at the origin heading +x, moving at 12 m/s along x
+    np.testing.assert_allclose(f.target[:, -1, :2], 0.0, atol=1e-4)
+    np.testing.assert_allclose(f.target[:, :, 2], 12.0, atol=1e-3)
+    np.testing.assert_allclose(f.target[:, :, 3], 0.0, atol=1e-3)
+    np.testing.assert_allclose(f.target[:, 0, 0], -12.0 * SMALL.history_steps * 0.1, atol=1e-3)
+    # neighbours 4 m to the side appear at y = +-4 in the agent frame
+    assert f.nb_mask.all()
+    np.testing.assert_allclose(np.abs(f.neighbors[0, 0, 1]), 4.0, atol=1e-3)
+    fut = future_from_tracks(tr, rows, cols, SMALL.horizon_steps)
+    from predictor.rnn import to_world
+    np.testing.assert_allclose(to_world(f.cv.astype(float), f.origin, f.rot), fut, atol=1e-3)
+
+
+def test_short_histories_are_padded_as_invalid():
+    tr = straight_tracks()
+    hist = history_from_tracks(tr, np.array([0]), np.array([30]), 4, 0)
+    f = make_features(hist, SMALL)
+    assert f.target.shape == (1, SMALL.history_steps + 1, 5)
+    assert (f.target[0, :6, -1] == 0).all() and (f.target[0, 6:, -1] == 1).all()
+
+
+def test_forward_shapes_probabilities_and_positive_sigma():
+    model = RnnForecaster(SMALL)
+    b = 5
+    xy, log_prob, sigma = model(torch.zeros(b, 11, 5), torch.zeros(b, 2, 12),
+                                torch.zeros(b, 2, dtype=torch.bool), torch.zeros(b, 20, 2))
+    assert xy.shape == (b, 3, 20, 2) and sigma.shape == (b, 3, 20, 2)
+    np.testing.assert_allclose(log_prob.exp().sum(1).detach(), 1.0, atol=1e-6)
+    assert (sigma > 0).all()
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_each_cell_trains_deterministically_and_round_trips(tmp_path, cell):
+    cfg = dataclasses.replace(SMALL, cell=cell)
+    tr = straight_tracks(n_steps=60)
+    samples = build_samples([tr], cfg, stride_s=0.2)
+    tc = TrainConfig(epochs=2, batch_size=16, threads=1, patience=5)
+    paths = []
+    for i in range(2):
+        out = str(tmp_path / f"m{i}.pt")
+        logs = train_model(samples, samples, cfg, tc, out, meta={"data": "straight"})
+        assert len(logs) == 2 and np.isfinite(logs[-1].train_loss)
+        paths.append(out)
+    a, meta, _ = load_checkpoint(paths[0])
+    b, _, _ = load_checkpoint(paths[1])
+    for (k, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(va, vb), k
+    assert meta["data"] == "straight" and a.config == cfg
+
+
+def test_predictor_returns_world_frame_modes_and_respects_its_protocol(tmp_path):
+    model = RnnForecaster(SMALL)
+    with torch.no_grad():  # zero residuals: the model predicts constant velocity
+        model.head_xy.weight.zero_()
+        model.head_xy.bias.zero_()
+    path = tmp_path / "cv_like.pt"
+    save_checkpoint(path, model, {})
+    pred = RnnPredictor.load(str(path), k=2)
+    tr = straight_tracks()
+    rows, cols = np.array([0, 2]), np.array([20, 30])
+    hist = history_from_tracks(tr, rows, cols, 10, 2)
+    p = pred.predict(hist, 15)
+    assert p.xy.shape == (2, 2, 15, 2) and p.sigma_m.shape == (2, 2, 15, 2)
+    np.testing.assert_allclose(p.prob.sum(1), 1.0)
+    np.testing.assert_allclose(p.top(), future_from_tracks(tr, rows, cols, 15), atol=1e-3)
+    with pytest.raises(ValueError, match="horizon"):
+        pred.predict(hist, 21)
+    slow = History(**{**{k: v for k, v in vars(hist).items() if k != "dt_s"}, "dt_s": 0.2})
+    with pytest.raises(ValueError, match="0.1"):
+        pred.predict(slow, 10)
+
+
+def test_mtp_loss_picks_the_closest_mode():
+    gt = torch.zeros(1, 4, 2)
+    xy = torch.stack([torch.full((4, 2), 5.0), torch.full((4, 2), 0.1)]).unsqueeze(0)
+    loss, best = mtp_loss(xy, torch.log(torch.tensor([[0.5, 0.5]])), torch.ones(1, 2, 4, 2), gt)
+    assert int(best[0]) == 1 and torch.isfinite(loss)
+
+
+def test_bad_checkpoints_are_refused_naming_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="no such"):
+        load_checkpoint(str(tmp_path / "missing.pt"))
+    text = tmp_path / "text.pt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="text.pt"):
+        load_checkpoint(str(text))
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, RnnForecaster(SMALL), {})
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="cut.pt"):
+        load_checkpoint(str(cut))
+    other = tmp_path / "other.pt"
+    obj = torch.load(good, weights_only=True)
+    obj["config"] = obj["config"].replace('"hidden": 16', '"hidden": 32')
+    torch.save(obj, other)
+    with pytest.raises(CheckpointError, match="state_dict"):
+        load_checkpoint(str(other))
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"format": "something else"}, wrong)
+    with pytest.raises(CheckpointError, match="format"):
+        load_checkpoint(str(wrong))
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "drivecast-rnn/1", "obj": datetime.date(2020, 1, 1)}, evil)
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_checkpoint(str(evil))
+
+
+def test_empty_history_gives_empty_prediction(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, RnnForecaster(SMALL), {})
+    pred = RnnPredictor.load(str(path))
+    h = History(xy=np.zeros((0, 11, 2)), vxy=np.zeros((0, 11, 2)), heading=np.zeros((0, 11)),
+                valid=np.zeros((0, 11), bool), length=np.zeros(0), width=np.zeros(0),
+                kind=np.zeros(0, np.int8), ids=np.zeros(0, np.int64), t_s=np.zeros(0),
+                **empty_neighbors(0, 11), dt_s=0.1)
+    p = pred.predict(h, 5)
+    assert p.xy.shape == (0, 3, 5, 2)
+    assert isinstance(Samples, type)
