@@ -110,12 +110,64 @@ def default_spec(road: str = "on_ramp", seed: int = 0, duration_s: float = 60.0,
                      duration_s=duration_s, seed=seed, name=f"default_{road}")
 
 
+def run_spec(args):
+    """The WorldSpec `run` asks for: --scenario NAME|FILE.toml [--case N], else the default
+    highway (--road, --flow); --seed and --duration replace the scenario's own."""
+    if args.scenario is None:
+        if args.case is not None:
+            raise InputError("run --case: needs --scenario (a scenario with a sweep)")
+        try:
+            return default_spec(args.road or "on_ramp", args.seed or 0, args.duration or 60.0,
+                                args.flow or 1800.0)
+        except ValueError as exc:
+            raise InputError(f"run: {exc}") from None
+    if args.road is not None or args.flow is not None:
+        raise InputError("run --road/--flow: only for the default scenario (a scenario file "
+                         "sets its road and traffic)")
+    from scenarios.loader import ScenarioError
+    from scenarios.suite import load_scenario
+
+    try:
+        sc = load_scenario(args.scenario)
+        spec = sc.spec(args.case or 0, seed=args.seed, duration_s=args.duration)
+    except ScenarioError as exc:
+        raise InputError(f"run --scenario: {exc}" if str(exc).startswith("unknown")
+                         else str(exc)) from None
+    if sc.has_sweep:
+        say(args, f"{sc.name}: case {spec.case} of {sc.n_cases} ("
+                  + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                              for k, v in spec.case_params)
+                  + ("; choose one with --case N" if args.case is None else "") + ")")
+    return spec
+
+
+def scenario_summary(args, world, state) -> dict:
+    """Case and event timeline of a scripted run, for run's summary (printed and JSON)."""
+    from sim.events import event_log
+
+    spec, out = world.spec, {}
+    if spec.case is not None:
+        out.update(case=spec.case, case_params=dict(spec.case_params))
+    log = event_log(world.script, state.script)
+    if log:
+        out["events"] = log
+        for e in log:
+            when = ("not triggered" if e["trigger_s"] is None else
+                    f"{e['phase']}: triggered {e['trigger_s']:g} s"
+                    + (f", started {e['start_s']:g} s" if e["start_s"] is not None else "")
+                    + (f", ended {e['end_s']:g} s" if e["end_s"] is not None else "")
+                    + (f", gap to the ego at the start {e['start_gap_m']:.1f} m"
+                       if e["start_gap_m"] is not None else ""))
+            say(args, f"  event {e['label']}: {when}")
+    return out
+
+
 def cmd_run(args) -> int:
     from sim.tracks import write_tracks
     from sim.world import make_world, run
 
+    spec = run_spec(args)
     try:
-        spec = default_spec(args.road, args.seed, args.duration, args.flow)
         world = make_world(spec)
     except ValueError as exc:
         raise InputError(f"run: {exc}") from None
@@ -155,6 +207,7 @@ def cmd_run(args) -> int:
     say(args, f"  inflow: demand {summary['demand_vph']} veh/h, entered "
               f"{summary['entered_vph']} veh/h; arrivals queued upstream per entry lane "
               f"(s): {summary['inflow_delay_s']}")
+    summary.update(scenario_summary(args, world, result.state))
     if args.record:
         say(args, f"  track file: {args.record}")
     if frames:
@@ -169,12 +222,19 @@ def add_run_parser(sub) -> None:
                                    "a track file, write frames)")
     p.add_argument("--headless", action="store_true",
                    help="no window: simulate as fast as possible (frames with --frames-dir)")
-    p.add_argument("--road", choices=sorted(ROAD_CHOICES), default="on_ramp",
+    p.add_argument("--scenario", metavar="NAME|FILE.toml",
+                   help="a scenario of the suite (`scenarios list`) or a scenario file "
+                        "(docs/scenarios.md); default: a dense highway with an on-ramp")
+    p.add_argument("--case", type=nonneg_int, metavar="N",
+                   help="case N of a scenario with a sweep (default 0)")
+    p.add_argument("--road", choices=sorted(ROAD_CHOICES),
                    help="road of the default scenario (default: on_ramp)")
-    p.add_argument("--flow", type=positive_float, default=1800.0,
-                   help="inflow per main lane, veh/h/lane (default 1800)")
-    p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--duration", type=positive_float, default=60.0, help="seconds (default 60)")
+    p.add_argument("--flow", type=positive_float,
+                   help="default scenario: inflow per main lane, veh/h/lane (default 1800)")
+    p.add_argument("--seed", type=nonneg_int,
+                   help="replaces the scenario's seed (default: the scenario's; 0)")
+    p.add_argument("--duration", type=positive_float,
+                   help="seconds (default: the scenario's; 60)")
     p.add_argument("--record", metavar="FILE", help="write the run as a track file (.npz)")
     p.add_argument("--record-every", type=positive_int, default=1, metavar="N",
                    help="record every N-th step (default 1)")
@@ -459,6 +519,84 @@ def add_benchmark_render_parser(bsub) -> None:
     s.set_defaults(func=cmd_benchmark_render)
 
 
+# ---- scenarios -----------------------------------------------------------------------------
+
+
+def cmd_scenarios_list(args) -> int:
+    from scenarios import suite
+    from scenarios.loader import ScenarioError
+
+    rows = []
+    for name in suite.shipped():
+        try:
+            sc = suite.load_scenario(name)
+        except ScenarioError as exc:  # a broken shipped file: say so, list the rest
+            rows.append({"name": name, "cases": None, "description": f"BROKEN: {exc}"})
+            continue
+        rows.append({"name": name, "cases": sc.n_cases, "description": sc.description,
+                     "sweep": sc.describe_axes() if sc.has_sweep else None,
+                     "duration_s": sc.specs[0].duration_s})
+    groups = {g: {"scenarios": list(names), "description": suite.GROUP_DESCRIPTIONS.get(g, ""),
+                  "cases": sum(r["cases"] or 0 for r in rows if r["name"] in names)}
+              for g, names in suite.groups().items()}
+    width = max(len(r["name"]) for r in rows) if rows else 10
+    say(args, f"{'scenario':<{width}}  cases  description")
+    for r in rows:
+        cases = "?" if r["cases"] is None else str(r["cases"])
+        say(args, f"{r['name']:<{width}}  {cases:>5}  {r['description']}")
+    say(args, "groups (for benchmark safety --suite):")
+    for g, info in groups.items():
+        say(args, f"  {g}: {', '.join(info['scenarios'])} ({info['cases']} cases) - "
+                  f"{info['description']}")
+    if args.json:
+        write_json(args.json, {"scenarios": rows, "groups": groups})
+    return 0
+
+
+def cmd_scenarios_show(args) -> int:
+    from scenarios.loader import ScenarioError, format_value, settings, unit_of
+    from scenarios.suite import load_scenario
+
+    try:
+        sc = load_scenario(args.name)
+        spec = sc.spec(args.case or 0)
+    except ScenarioError as exc:
+        raise InputError(f"scenarios show: {exc}" if str(exc).startswith("unknown")
+                         else str(exc)) from None
+    rows = settings(spec)
+    say(args, f"{sc.name}: {sc.description}")
+    say(args, f"  file: {sc.where}")
+    if sc.has_sweep:
+        say(args, f"  sweep: {sc.n_cases} cases = {sc.describe_axes()}; showing case "
+                  f"{spec.case}: " + ", ".join(f"{k}={v}" for k, v in spec.case_params)
+                  + " (choose with --case N)")
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        say(args, f"  {key:<{width}}  {format_value(key, value)}")
+    if args.json:
+        write_json(args.json, {
+            "name": sc.name, "description": sc.description, "file": sc.where,
+            "cases": sc.n_cases, "case": spec.case,
+            "sweep": [{"key": k, "values": list(v)} for k, v in sc.axes],
+            "case_params": dict(spec.case_params),
+            "settings": {k: {"value": v, "unit": unit_of(k.split(".")[-1])} for k, v in rows}})
+    return 0
+
+
+def add_scenarios_parser(sub) -> None:
+    p = sub.add_parser("scenarios", help="the scenario suite: list it, show one scenario")
+    ssub = p.add_subparsers(dest="what", metavar="{list,show}", parser_class=_Parser)
+    ssub.required = True
+    s = ssub.add_parser("list", help="the shipped scenarios with descriptions and case counts")
+    s.add_argument("--json", metavar="PATH", help="write the list as JSON ('-' for stdout)")
+    s.set_defaults(func=cmd_scenarios_list)
+    s = ssub.add_parser("show", help="every setting of a scenario, with its unit")
+    s.add_argument("name", metavar="NAME|FILE.toml")
+    s.add_argument("--case", type=nonneg_int, metavar="N", help="sweep case to show (default 0)")
+    s.add_argument("--json", metavar="PATH", help="write the settings as JSON ('-' for stdout)")
+    s.set_defaults(func=cmd_scenarios_show)
+
+
 # ---- benchmark sim -------------------------------------------------------------------------
 
 
@@ -603,6 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     add_run_parser(sub)
+    add_scenarios_parser(sub)
     add_replay_parser(sub)
     add_info_parser(sub)
     add_import_parser(sub)

@@ -17,6 +17,7 @@ KIND_TRUCK = 1
 
 ROLE_BACKGROUND = 0
 ROLE_EGO = 1
+ROLE_ACTOR = 2  # a vehicle placed and scripted by the scenario (sim/events.py)
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,6 +70,8 @@ class TrafficState:
     active: np.ndarray  # bool
     collided: np.ndarray  # bool, overlaps another vehicle now
     inflow_next_s: np.ndarray  # (L,) time of the next arrival at each lane's start, inf none
+    # runtime state of scripted events (sim/events.ScriptState), None without a script
+    script: object = None
 
     def evolve(self, **changes) -> TrafficState:
         """A copy with some fields replaced (dataclasses.replace, without its per-call cost,
@@ -106,6 +109,8 @@ def empty_state(capacity: int, n_lanes: int) -> TrafficState:
             values[f.name] = np.zeros(capacity, np.int8)
         elif f.name in ("active", "collided"):
             values[f.name] = np.zeros(capacity, bool)
+        elif f.name == "script":
+            values[f.name] = None
         elif f.name == "inflow_next_s":
             values[f.name] = np.full(n_lanes, np.inf)
         else:

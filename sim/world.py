@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from sim import behavior, collision, dynamics
+from sim import behavior, collision, dynamics, events
+from sim.events import Override  # noqa: F401  (the hook's return type, re-exported)
 from sim.road import LANE_DEAD_END, Road
-from sim.spec import WorldSpec
+from sim.spec import FieldError, WorldSpec
 from sim.state import (
     KIND_TRUCK,
     ROLE_BACKGROUND,
@@ -50,6 +51,7 @@ class World:
     spec: WorldSpec
     road: Road
     behavior: behavior.BehaviorParams = field(default_factory=behavior.BehaviorParams)
+    script: events.Script | None = None  # the scenario's actors and events (sim/events.py)
 
     @property
     def dt_s(self) -> float:
@@ -60,34 +62,76 @@ class World:
         road, traffic = self.road, self.spec.traffic
         flow = np.where(road.end_kind == LANE_DEAD_END, traffic.ramp_flow_vph,
                         traffic.flow_vph_per_lane)
+        if traffic.lane_flows_vph:
+            flow[self.main_entry_lanes] = traffic.lane_flows_vph
         return np.where(road.entry, flow, 0.0)
+
+    @property
+    def main_entry_lanes(self) -> np.ndarray:
+        """Lanes where traffic enters that do not end (the lanes per-lane settings list)."""
+        return np.flatnonzero(self.road.entry & (self.road.end_kind != LANE_DEAD_END))
+
+    def fill_density_vpkm(self) -> np.ndarray:
+        """(L,) initial fill density, veh/km; NaN where the inflow sets the spacing."""
+        out = np.full(self.road.n_lanes, np.nan)
+        density = self.spec.traffic.density_vpkm_per_lane
+        if density:
+            out[self.main_entry_lanes] = density
+        return out
+
+    def min_fill_spacing_m(self) -> float:
+        """Shortest centre-to-centre spacing of a density fill: the longest vehicle that can be
+        drawn plus the largest jam distance, m."""
+        traffic = self.spec.traffic
+        kinds = [traffic.car] + ([traffic.truck] if traffic.truck_share > 0 else [])
+        return max(d.length_m.hi for d in kinds) + max(d.min_gap_m.hi for d in kinds)
 
 
 # ---- initial state ------------------------------------------------------------------------
 
 
-def make_world(spec: WorldSpec) -> World:
-    """Build the road of a spec (ValueError on bad road parameters or ego lane)."""
-    road = spec.road.build()
+def make_world(spec: WorldSpec, road: Road | None = None) -> World:
+    """Build the road of a spec (or take `road`, built from spec.road) and compile its
+    script. ValueError on bad road parameters; FieldError (naming e.g. ego.lane,
+    actors[0].gap_m) on what the road cannot hold."""
+    road = spec.road.build() if road is None else road
     if spec.ego is not None and spec.ego.lane >= road.n_lanes:
-        raise ValueError(f"ego lane {spec.ego.lane} does not exist (road has "
-                         f"{road.n_lanes} lanes)")
-    return World(spec=spec, road=road)
+        raise FieldError("ego.lane", f"an existing lane (ego lane {spec.ego.lane} does not "
+                         f"exist: the road has {road.n_lanes} lanes)")
+    world = World(spec=spec, road=road)
+    traffic, n_main = spec.traffic, len(world.main_entry_lanes)
+    for name, values in (("lane_flows_vph", traffic.lane_flows_vph),
+                         ("density_vpkm_per_lane", traffic.density_vpkm_per_lane)):
+        if len(values) not in ((0, n_main) if name == "lane_flows_vph" else (0, 1, n_main)):
+            raise FieldError(f"traffic.{name}", f"one value per main entry lane ({n_main}), "
+                             f"got {len(values)}")
+    if traffic.density_vpkm_per_lane:
+        most = 1000.0 / world.min_fill_spacing_m()
+        if max(traffic.density_vpkm_per_lane) > most:
+            raise FieldError("traffic.density_vpkm_per_lane", f"at most {most:.0f} veh/km "
+                             "(the longest vehicle drawn plus its jam distance per vehicle)")
+    return replace(world, script=events.compile_script(spec, road))
 
 
 def init_state(world: World, rng: np.random.Generator) -> TrafficState:
     """Populate the road at the inflow density (if asked), place the ego, schedule arrivals."""
     road, traffic = world.road, world.spec.traffic
     flows = world.inflow_vph()
+    density = world.fill_density_vpkm()
     lanes, stations = [], []
     if traffic.initial_fill:
-        for k in np.flatnonzero(flows > 0):
+        for k in np.flatnonzero((flows > 0) | (density > 0)):
             lo, hi = road.station_range_m[k]
             if road.end_kind[k] == LANE_DEAD_END:
                 hi = min(hi, road.change_from_m[k])
-            mean_gap = 3600.0 / flows[k] * 28.0
-            n = int(math.ceil((hi - lo) / max(mean_gap * 0.5, 5.0))) + 2
-            gaps = _headways_s(rng, n, flows[k], traffic.min_headway_s) * 28.0
+            if np.isnan(density[k]):
+                mean_gap = 3600.0 / flows[k] * 28.0
+                n = int(math.ceil((hi - lo) / max(mean_gap * 0.5, 5.0))) + 2
+                gaps = _headways_s(rng, n, flows[k], traffic.min_headway_s) * 28.0
+            else:  # shifted exponential spacings with the mean the density asks for
+                mean_gap, min_gap = 1000.0 / density[k], world.min_fill_spacing_m()
+                n = int(math.ceil((hi - lo) / min_gap)) + 2
+                gaps = min_gap + rng.exponential(1.0, n) * max(mean_gap - min_gap, 0.0)
             st = hi - 10.0 - np.cumsum(gaps)
             st = st[st > lo + 5.0]
             lanes.append(np.full(len(st), k, np.int64))
@@ -100,15 +144,22 @@ def init_state(world: World, rng: np.random.Generator) -> TrafficState:
         keep = ~((lane == ego.lane) & (station > ego.station_m - 25.0 - 1.2 * ego.speed_mps)
                  & (station < ego.station_m + 20.0 + 1.5 * ego.speed_mps))
         lane, station = lane[keep], station[keep]
+    actors = world.spec.actors
+    for a in actors:  # and around the scripted actors
+        at_m = a.place(ego)[0]
+        keep = ~((lane == a.lane) & (station > at_m - 25.0 - 1.2 * a.speed_mps)
+                 & (station < at_m + 20.0 + 1.5 * a.speed_mps))
+        lane, station = lane[keep], station[keep]
     n_bg = len(lane)
     n_ego = 0 if ego is None else 1
-    capacity = max(64, int(1.3 * (n_bg + n_ego)) + 32)
+    n_fixed = n_ego + len(actors)  # rows (and ids) of the ego and the actors come first
+    capacity = max(64, int(1.3 * (n_bg + n_fixed)) + 32)
     st = empty_state(capacity, road.n_lanes)
-    bg = np.arange(n_ego, n_ego + n_bg)
+    bg = np.arange(n_fixed, n_fixed + n_bg)
     draw = sample_vehicles(rng, n_bg, truck_share(road, lane, traffic.truck_share),
                            traffic.car, traffic.truck)
     _write_rows(st, bg, draw)
-    st.ids[bg] = np.arange(n_ego, n_ego + n_bg)
+    st.ids[bg] = np.arange(n_fixed, n_fixed + n_bg)
     st.lane[bg] = lane
     st.active[bg] = True
     st.role[bg] = ROLE_BACKGROUND
@@ -129,6 +180,8 @@ def init_state(world: World, rng: np.random.Generator) -> TrafficState:
         st.lane_heading[0], st.lane_curvature[0] = h[0], road.pose_at(st.lane[:1], s0)[3][0]
         st.station[0] = ego.station_m
         st.speed[0] = ego.speed_mps
+    if actors:
+        events.place_actors(st, world.spec, road)
     # speeds: as fast as desired, but no faster than the gap ahead allows (IDM equilibrium)
     index = behavior.build_lane_index(st.lane, st.lane_from, st.station, st.active)
     lead = index.leader[bg]
@@ -149,7 +202,8 @@ def init_state(world: World, rng: np.random.Generator) -> TrafficState:
     _set_velocity(st, np.arange(st.capacity))
     nxt = np.where(flows > 0, _headways_s(rng, road.n_lanes, np.maximum(flows, 1.0),
                                           traffic.min_headway_s), np.inf)
-    return replace(st, next_id=n_ego + n_bg, inflow_next_s=nxt)
+    script = None if world.script is None else events.initial_state(world.script)
+    return replace(st, next_id=n_fixed + n_bg, inflow_next_s=nxt, script=script)
 
 
 def truck_share(road: Road, lane: np.ndarray, share: float) -> np.ndarray:
@@ -179,17 +233,6 @@ def _set_velocity(st: TrafficState, rows: np.ndarray) -> None:
 # ---- the step -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Override:
-    """Commands that replace the drivers' own for some rows (scripted events, the ego's
-    safety layer). accel_mps2 NaN keeps the driver's acceleration; lane_change -1 keeps its
-    lane choice, otherwise a target lane to start changing into now."""
-
-    rows: np.ndarray
-    accel_mps2: np.ndarray
-    lane_change: np.ndarray | None = None
-
-
 ControlHook = Callable[[TrafficState, "World", behavior.LaneIndex, np.ndarray], Override | None]
 
 
@@ -197,7 +240,9 @@ def step(state: TrafficState, world: World, rng: np.random.Generator,
          counters: Counters | None = None, hook: ControlHook | None = None):
     """Advance every vehicle by one step of world.dt_s. Returns (new state, new counters).
 
-    hook(state, world, lane_index, accel) may return an Override for some rows.
+    The scenario's script (world.script: actors and events, sim/events.py) commands its rows
+    first; then hook(state, world, lane_index, accel) may return an Override (sim.events) for
+    some rows, e.g. the ego's safety layer, which wins over the script.
     """
     road, dt = world.road, world.dt_s
     counters = counters or Counters()
@@ -209,16 +254,17 @@ def step(state: TrafficState, world: World, rng: np.random.Generator,
     if len(lc_rows):
         keep = (st.kind[lc_rows] != KIND_TRUCK) | (truck_share(road, lc_target, 1.0) > 0)
         lc_rows, lc_target = lc_rows[keep], lc_target[keep]
+    lc_s = lat_off = None  # durations of commanded lane changes, lane-keeping offsets (C,)
+    if world.script is not None:
+        st, ov = events.control(st, world.script, road, index, accel, dt)
+        if ov is not None:
+            accel, lc_rows, lc_target, lc_s, lat_off = events.apply_override(
+                ov, st, accel, lc_rows, lc_target, lc_s, lat_off)
     if hook is not None:
         ov = hook(st, world, index, accel)
         if ov is not None:
-            a = ov.accel_mps2
-            accel[ov.rows] = np.where(np.isnan(a), accel[ov.rows], a)
-            if ov.lane_change is not None:
-                lc_keep = ~np.isin(lc_rows, ov.rows)
-                cmd = ov.lane_change >= 0
-                lc_rows = np.concatenate([lc_rows[lc_keep], ov.rows[cmd]])
-                lc_target = np.concatenate([lc_target[lc_keep], ov.lane_change[cmd]])
+            accel, lc_rows, lc_target, lc_s, lat_off = events.apply_override(
+                ov, st, accel, lc_rows, lc_target, lc_s, lat_off)
 
     # start lane changes: the target lane becomes the vehicle's lane, offset measured from it
     n_merges = 0
@@ -237,11 +283,14 @@ def step(state: TrafficState, world: World, rng: np.random.Generator,
         lane_heading, lane_curv = st.lane_heading.copy(), st.lane_curvature.copy()
         lane_heading[lc_rows], lane_curv[lc_rows] = h_new, k_new
         lc_elapsed[lc_rows] = 0.0
-        lc_duration[lc_rows] = st.lane_change_s[lc_rows]
+        lc_duration[lc_rows] = st.lane_change_s[lc_rows] if lc_s is None else lc_s
         st = st.evolve(lane=lane, lane_from=lane_from, s=s, d=d, lc_elapsed_s=lc_elapsed,
                      lc_d0_m=lc_d0, lc_duration_s=lc_duration, lane_heading=lane_heading,
                      lane_curvature=lane_curv)
-    tan_steer = behavior.lateral_steer(st, world.behavior)
+    if lat_off is not None and lat_off.any():  # hold offsets: keep to a shifted centre line
+        tan_steer = behavior.lateral_steer(st.evolve(d=st.d - lat_off), world.behavior)
+    else:
+        tan_steer = behavior.lateral_steer(st, world.behavior)
 
     x, y, heading, speed, vx, vy = dynamics.bicycle_step(
         st.x, st.y, st.heading, st.speed, accel, tan_steer, wheelbase_m(st.length), dt)
@@ -479,6 +528,12 @@ def run(world: World, duration_s: float | None = None, record_every: int | None 
     if rec:
         meta = {"source": "drivecast", "scenario": spec.name, "seed": spec.seed,
                 "dt": spec.dt_s * rec.every}
+        if spec.case is not None:
+            meta["case"] = spec.case
+            meta["case_params"] = dict(spec.case_params)
+        if world.script is not None:  # who the actors are and when their events happened
+            meta["actors"] = {n: int(i) for n, i in zip(world.script.names, world.script.ids)}
+            meta["events"] = events.event_log(world.script, st.script)
         tracks = rec.tracks(world.road, meta, 0 if spec.ego is not None else None)
     return RunResult(st, counters, n_steps, vehicle_steps, min_speed,
                      speed_sum / max(vehicle_steps, 1), tracks)
