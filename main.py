@@ -620,7 +620,7 @@ def cmd_benchmark_sim(args) -> int:
 
 def add_benchmark_parser(sub) -> None:
     p = sub.add_parser("benchmark", help="measure speed and accuracy")
-    bsub = p.add_subparsers(dest="what", metavar="{sim}", parser_class=_Parser)
+    bsub = p.add_subparsers(dest="what", metavar="{sim,predict}", parser_class=_Parser)
     bsub.required = True
     s = bsub.add_parser("sim", help="raw simulator throughput, all behaviour on, no rendering")
     s.add_argument("--vehicles", type=positive_int, default=1000)
@@ -631,7 +631,105 @@ def add_benchmark_parser(sub) -> None:
     s.add_argument("--seed", type=nonneg_int, default=0)
     s.add_argument("--json", metavar="PATH", help="write results as JSON ('-' for stdout)")
     s.set_defaults(func=cmd_benchmark_sim)
+    add_benchmark_predict_parser(bsub)
     add_benchmark_render_parser(bsub)
+
+
+# ---- benchmark predict ---------------------------------------------------------------------
+
+
+def cmd_benchmark_predict(args) -> int:
+    from predictor.benchmark import (
+        BenchmarkInputError,
+        BenchmarkSpec,
+        format_table,
+        load_episode,
+        plot_curves,
+        run_benchmark,
+    )
+    from predictor.registry import make_predictor, parse_predictor_list
+
+    try:
+        spec = BenchmarkSpec(history_s=args.history, horizon_s=args.horizon,
+                             stride_s=args.stride, k=args.k, split=args.split,
+                             split_seed=args.split_seed, by=args.by, fit=not args.no_fit,
+                             ngsim_inputs=args.ngsim_inputs, batch=args.batch)
+        predictors = [make_predictor(n, args.checkpoint, args.k)
+                      for n in parse_predictor_list(args.predictors)]
+    except ValueError as exc:
+        raise InputError(f"benchmark predict: {exc}") from None
+    show = not args.quiet
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc="predicting", unit="sample", disable=not show,
+                       leave=False, dynamic_ncols=True)
+        bar.update(done - bar.n)
+
+    t0 = time.perf_counter()
+    try:
+        episodes = [load_episode(p, spec.ngsim_inputs, progress=show) for p in args.data]
+        t_load = time.perf_counter() - t0
+        result = run_benchmark(episodes, predictors, spec, progress)
+    except BenchmarkInputError as exc:
+        raise InputError(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - t0
+    result["protocol"]["wall_s"] = {"load": round(t_load, 2), "total": round(wall, 2)}
+    say(args, format_table(result))
+    say(args, f"loading {t_load:.1f} s, total {wall:.1f} s")
+    if args.plot:
+        plot_curves(result, args.plot)
+        say(args, f"plot: {args.plot}")
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
+def add_benchmark_predict_parser(bsub) -> None:
+    from predictor.registry import predictor_names
+
+    s = bsub.add_parser("predict", help="forecast accuracy on track files and NGSIM files "
+                                        "(docs/forecast_benchmark.md)")
+    s.add_argument("--data", nargs="+", required=True, metavar="PATH",
+                   help="track files (.npz) and NGSIM CSV files (.csv, .csv.gz)")
+    s.add_argument("--predictors", default="cv,ca,ctrv,kalman,cv_multi",
+                   help=f"comma-separated names (available: {', '.join(predictor_names())}; "
+                        f"default cv,ca,ctrv,kalman,cv_multi)")
+    s.add_argument("--checkpoint", metavar="NAME|FILE",
+                   help="checkpoint for learned predictors (baselines ignore it)")
+    s.add_argument("--history", type=float, default=2.0, metavar="S",
+                   help="seconds of past before the prediction time (default 2.0)")
+    s.add_argument("--horizon", type=positive_float, default=3.0, metavar="S",
+                   help="seconds predicted (default 3.0)")
+    s.add_argument("--stride", type=positive_float, default=1.0, metavar="S",
+                   help="seconds between prediction times (default 1.0)")
+    s.add_argument("--k", type=positive_int, default=6, help="modes counted by min-of-K and "
+                                                             "the miss rate (default 6)")
+    s.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
+                   help="which split to evaluate (default test; by vehicle for NGSIM, by "
+                        "episode otherwise)")
+    s.add_argument("--split-seed", type=nonneg_int, default=0, help="split seed (default 0)")
+    s.add_argument("--by", choices=("file", "maneuver"),
+                   help="also break results down per input file or per manoeuvre")
+    s.add_argument("--no-fit", action="store_true",
+                   help="use the Kalman / multimodal defaults instead of fitting them on the "
+                        "train split")
+    s.add_argument("--ngsim-inputs", choices=("causal", "smoothed"), default="causal",
+                   help="what predictors see of NGSIM CSVs: causally smoothed positions "
+                        "(default) or the centred smoothing used as ground truth")
+    s.add_argument("--batch", type=positive_int, default=20_000,
+                   help="samples per predict call (default 20000)")
+    s.add_argument("--plot", metavar="PNG", help="error against horizon per predictor")
+    s.add_argument("--json", metavar="PATH", help="write results as JSON ('-' for stdout)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_benchmark_predict)
 
 
 # ---- import ngsim -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ differences over the last `window_s` seconds of the contiguous valid past.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from sim.forecast import History, Prediction
 
 MIN_COURSE_SPEED_MPS = 1.0  # below this the direction of travel is taken from the heading
+FIT_MAX_SAMPLES = 2000  # the Kalman filter's 5 noise parameters are fitted on at most this
 
 
 def valid_run(valid: np.ndarray) -> np.ndarray:
@@ -86,8 +88,8 @@ class ConstantVelocity:
 @dataclass(frozen=True)
 class ConstantAcceleration:
     """x(t) = x0 + v0 t + a t^2 / 2, a = the velocity change over the last window_s seconds.
-    Vehicles do not reverse: when a opposes v0 the motion stops at the time the speed would
-    be least (t* = -v0.a / |a|^2) and the vehicle holds that position."""
+    Vehicles do not reverse: when the along-track part of a opposes v0, the vehicle stops
+    at t* = |v0| / |a_along| and holds that position (lateral motion stops with it)."""
 
     window_s: float = 1.0
     name: str = "ca"
@@ -106,8 +108,10 @@ class ConstantAcceleration:
         v_then = _at_lookback(history.vxy, back)
         a = np.where(back[:, None] > 0, (v0 - v_then) / (np.maximum(back, 1) * history.dt_s)
                      [:, None], 0.0)
-        va, aa = (v0 * a).sum(-1), (a * a).sum(-1)
-        t_stop = np.where((va < 0) & (aa > 0), -va / np.where(aa > 0, aa, 1.0), np.inf)
+        speed = np.hypot(v0[:, 0], v0[:, 1])
+        psi = course(history)[:, -1]
+        along = a[:, 0] * np.cos(psi) + a[:, 1] * np.sin(psi)
+        t_stop = np.where(along < 0, speed / np.where(along < 0, -along, 1.0), np.inf)
         te = np.minimum(t[None, :], t_stop[:, None])[..., None]  # (S, F, 1)
         return single_mode(p0[:, None] + v0[:, None] * te + 0.5 * a[:, None] * te ** 2)
 
@@ -157,6 +161,7 @@ def ctrv_positions(p0: np.ndarray, speed: np.ndarray, psi0: np.ndarray, omega: n
 # ---- Kalman filter ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
 def singer_matrices(dt_s: float, tau_s: float, sigma_a_mps2: float):
     """Discrete transition F (3, 3) and process noise Q (3, 3) of one axis of the Singer model
     (Singer 1970): state (position m, velocity m/s, acceleration m/s^2), the acceleration a
@@ -175,6 +180,34 @@ def singer_matrices(dt_s: float, tau_s: float, sigma_a_mps2: float):
     return f, 0.5 * (q + q.T)
 
 
+@dataclass(frozen=True, eq=False)
+class _KalmanInputs:
+    """A History in each target's current course frame: measurements z (S, H, 2 axes
+    lon/lat, 2 position/velocity), first contiguous valid step `start` and run length (S,),
+    cos/sin of the course (S, 1), current position p0 (S, 2), dt_s."""
+
+    z: np.ndarray
+    start: np.ndarray
+    run: np.ndarray
+    c: np.ndarray
+    sn: np.ndarray
+    p0: np.ndarray
+    dt_s: float
+
+    @staticmethod
+    def of(history: History) -> _KalmanInputs:
+        run = valid_run(history.valid)
+        psi0 = course(history)[:, -1]
+        c, sn = np.cos(psi0)[:, None], np.sin(psi0)[:, None]
+        p0 = history.xy[:, -1]
+        dx = np.nan_to_num(history.xy[..., 0] - p0[:, None, 0])
+        dy = np.nan_to_num(history.xy[..., 1] - p0[:, None, 1])
+        vx, vy = np.nan_to_num(history.vxy[..., 0]), np.nan_to_num(history.vxy[..., 1])
+        z = np.stack([np.stack([dx * c + dy * sn, vx * c + vy * sn], -1),
+                      np.stack([dy * c - dx * sn, vy * c - vx * sn], -1)], axis=2)
+        return _KalmanInputs(z, history.valid.shape[1] - run, run, c, sn, p0, history.dt_s)
+
+
 @dataclass(frozen=True)
 class KalmanFilter:
     """A Kalman filter on the Singer manoeuvring-target model, run over each target's
@@ -186,55 +219,59 @@ class KalmanFilter:
     Process noise: acceleration is an Ornstein-Uhlenbeck process with time constant tau_s
         and stationary std sigma_lon_mps2 (along the course) / sigma_lat_mps2 (across); tau
         -> 0 tends to constant velocity, tau -> infinity to constant acceleration.
-    Measurement: the position at every valid step, std sigma_meas_m on each axis.
-    Initialisation at the first step of the contiguous valid past: that position, the track's
-        velocity there (std sigma_v0_mps), acceleration 0 (std the stationary one).
+    Measurements: at every valid step the track's position (std sigma_pos_m per axis) and
+        velocity (std sigma_vel_mps per axis), independent.
+    Initialisation at the first step of the contiguous valid past: that position and
+        velocity with their measurement variances, acceleration 0 with the stationary one.
     Output: the predicted mean (K = 1), and sigma_m the predicted position std on world x and
         y (the course-frame covariance rotated; the x-y correlation is dropped). Vehicles do
         not reverse: the longitudinal position is held at its running maximum.
-    The defaults come from fitting on simulated training episodes (see `fitted`, which the
-    forecast benchmark runs on the training split of its own data).
+    The defaults were fitted on simulated training episodes (docs/forecast_benchmark.md);
+    the forecast benchmark refits them (`fitted`) on the training split of its own data.
     """
 
-    sigma_lon_mps2: float = 1.0
+    sigma_lon_mps2: float = 0.5
     sigma_lat_mps2: float = 0.3
-    tau_s: float = 1.0
-    sigma_meas_m: float = 0.1
-    sigma_v0_mps: float = 1.0
+    tau_s: float = 8.0
+    sigma_pos_m: float = 0.1
+    sigma_vel_mps: float = 0.1
     name: str = "kalman"
     dt_s: float | None = None
     n_neighbors: int = 0
 
-    FIT_FIELDS = ("sigma_lon_mps2", "sigma_lat_mps2", "tau_s", "sigma_meas_m")
+    FIT_FIELDS = ("sigma_lon_mps2", "sigma_lat_mps2", "tau_s", "sigma_pos_m", "sigma_vel_mps")
 
     def __post_init__(self) -> None:
-        for f in (*self.FIT_FIELDS, "sigma_v0_mps"):
+        for f in self.FIT_FIELDS:
             v = getattr(self, f)
             if not (np.isfinite(v) and v > 0):
                 raise ValueError(f"KalmanFilter.{f} must be a positive number, got {v}")
 
     def params(self) -> dict:
-        return {f: getattr(self, f) for f in (*self.FIT_FIELDS, "sigma_v0_mps")}
+        return {f: getattr(self, f) for f in self.FIT_FIELDS}
 
     def _tables(self, dt_s: float, n_hist: int, horizon_steps: int):
-        """Gains (n_hist, 2, 3) by steps since initialisation, and predicted position
+        """Gains (n_hist, 2, 3, 2) by steps since initialisation, and predicted position
         variances (n_hist, F, 2) by contiguous run length - 1. Covariances do not depend on
         the measurements, so each is computed once per call, not per sample."""
         f, q_lon = singer_matrices(dt_s, self.tau_s, self.sigma_lon_mps2)
         _, q_lat = singer_matrices(dt_s, self.tau_s, self.sigma_lat_mps2)
         q = np.stack([q_lon, q_lat])  # (2, 3, 3)
-        r = self.sigma_meas_m ** 2
+        r = np.diag([self.sigma_pos_m ** 2, self.sigma_vel_mps ** 2])
+        hm = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
         p = np.zeros((2, 3, 3))
         for ax, sig_a in enumerate((self.sigma_lon_mps2, self.sigma_lat_mps2)):
-            p[ax] = np.diag([r, self.sigma_v0_mps ** 2, sig_a ** 2])
-        gains = np.zeros((n_hist, 2, 3))
+            p[ax] = np.diag([self.sigma_pos_m ** 2, self.sigma_vel_mps ** 2, sig_a ** 2])
+        gains = np.zeros((n_hist, 2, 3, 2))
         p_after = np.zeros((n_hist, 2, 3, 3))
         p_after[0] = p
+        eye = np.eye(3)
         for n in range(1, n_hist):
             p = f @ p @ f.T + q
-            k = p[:, :, 0] / (p[:, 0, 0] + r)[:, None]  # (2, 3)
+            s_inv = np.linalg.inv(hm @ p @ hm.T + r)  # (2, 2, 2)
+            k = p @ hm.T @ s_inv  # (2, 3, 2)
             gains[n] = k
-            p = p - k[:, :, None] * p[:, None, 0, :]
+            p = (eye - k @ hm) @ p
             p = 0.5 * (p + np.swapaxes(p, 1, 2))
             p_after[n] = p
         var = np.zeros((n_hist, horizon_steps, 2))
@@ -246,60 +283,66 @@ class KalmanFilter:
 
     def predict(self, history: History, horizon_steps: int) -> Prediction:
         _check(history, horizon_steps)
-        s, h = history.valid.shape
-        f, gains, var = self._tables(history.dt_s, h, horizon_steps)
-        run = valid_run(history.valid)
-        start = h - run
-        psi0 = course(history)[:, -1]
-        c, sn = np.cos(psi0), np.sin(psi0)
-        rot = np.stack([np.stack([c, sn], -1), np.stack([-sn, c], -1)], axis=1)  # (S, 2, 2)
-        p0 = history.xy[:, -1]
-        z = np.einsum("sab,shb->sha", rot, np.nan_to_num(history.xy - p0[:, None]))
-        v = np.einsum("sab,shb->sha", rot, np.nan_to_num(history.vxy))
+        return self._predict(_KalmanInputs.of(history), horizon_steps)
+
+    def _predict(self, m: _KalmanInputs, horizon_steps: int) -> Prediction:
+        s, h = m.z.shape[:2]
+        f, gains, var = self._tables(m.dt_s, h, horizon_steps)
+        z, start, run, c, sn, p0 = m.z, m.start, m.run, m.c, m.sn, m.p0
         x = np.zeros((s, 2, 3))
-        rows = np.arange(s)
-        x[:, :, 0] = z[rows, start]
-        x[:, :, 1] = v[rows, start]
-        for j in range(1, h):
-            n = j - start
-            upd = n > 0
-            if not upd.any():
-                continue
-            xp = x @ f.T
-            k = gains[np.maximum(n, 0)]  # (S, 2, 3)
-            xn = xp + k * (z[:, j, :, None] - xp[:, :, :1])
-            x = np.where(upd[:, None, None], xn, x)
-        lon_now = x[:, 0, 0].copy()
-        out = np.zeros((s, horizon_steps, 2))
+        ft = f.T.copy()
+        for st in np.unique(start):  # samples whose past starts at the same step share gains
+            idx = np.flatnonzero(start == st)
+            zz = z[idx]
+            xs = np.zeros((len(idx), 2, 3))
+            xs[:, :, :2] = zz[:, st]
+            for j in range(st + 1, h):
+                xp = np.dot(xs.reshape(-1, 3), ft).reshape(len(idx), 2, 3)
+                k = gains[j - st]  # (2, 3, 2)
+                inn = zz[:, j] - xp[:, :, :2]  # (S', 2, 2)
+                xs = xp + k[..., 0] * inn[:, :, None, 0] + k[..., 1] * inn[:, :, None, 1]
+            x[idx] = xs
+        # positions ahead: row 0 of F^j for j = 1..F, applied in one product
+        powers = np.empty((horizon_steps, 3))
+        fj = np.eye(3)
         for j in range(horizon_steps):
-            x = x @ f.T
-            out[:, j] = x[:, :, 0]
-        out[:, :, 0] = np.maximum.accumulate(
-            np.concatenate([lon_now[:, None], out[:, :, 0]], axis=1), axis=1)[:, 1:]
+            fj = f @ fj
+            powers[j] = fj[0]
+        out = np.dot(x.reshape(-1, 3), np.ascontiguousarray(powers.T)).reshape(s, 2, horizon_steps)
+        lon = np.maximum.accumulate(np.concatenate([x[:, 0, :1], out[:, 0]], axis=1),
+                                    axis=1)[:, 1:]
+        lat = out[:, 1]
         var_s = var[run - 1]  # (S, F, 2) lon, lat
-        xy = p0[:, None] + np.einsum("sab,sfa->sfb", rot, out)
-        var_x = c[:, None] ** 2 * var_s[..., 0] + sn[:, None] ** 2 * var_s[..., 1]
-        var_y = sn[:, None] ** 2 * var_s[..., 0] + c[:, None] ** 2 * var_s[..., 1]
+        xy = np.stack([p0[:, None, 0] + lon * c - lat * sn,
+                       p0[:, None, 1] + lon * sn + lat * c], axis=-1)
+        var_x = c ** 2 * var_s[..., 0] + sn ** 2 * var_s[..., 1]
+        var_y = sn ** 2 * var_s[..., 0] + c ** 2 * var_s[..., 1]
         return single_mode(xy, np.sqrt(np.stack([var_x, var_y], -1)))
 
     def fitted(self, history: History, future_xy: np.ndarray) -> KalmanFilter:
         """A copy with the noise parameters that minimise the Gaussian negative
         log-likelihood of `future_xy` (S, F, 2) on these (training) samples: coordinate
-        descent over log-spaced grids, two sweeps."""
+        descent over log-spaced grids, two sweeps, on at most FIT_MAX_SAMPLES samples."""
         from dataclasses import replace
 
         from predictor.metrics import gaussian_nll
 
+        if history.n_samples > FIT_MAX_SAMPLES:  # evenly spaced subset
+            pick = np.linspace(0, history.n_samples - 1, FIT_MAX_SAMPLES).round().astype(int)
+            history, future_xy = history.take(pick), future_xy[pick]
         horizon = future_xy.shape[1]
         grids = {
-            "sigma_lon_mps2": np.geomspace(0.1, 4.0, 9),
+            "sigma_lon_mps2": np.geomspace(0.05, 4.0, 9),
             "sigma_lat_mps2": np.geomspace(0.02, 2.0, 9),
-            "tau_s": np.geomspace(0.25, 16.0, 7),
-            "sigma_meas_m": np.geomspace(0.01, 1.0, 7),
+            "tau_s": np.geomspace(0.25, 64.0, 9),
+            "sigma_pos_m": np.geomspace(0.01, 5.0, 7),
+            "sigma_vel_mps": np.geomspace(0.005, 4.0, 7),
         }
 
+        inputs = _KalmanInputs.of(history)
+
         def score(kf: KalmanFilter) -> float:
-            pred = kf.predict(history, horizon)
+            pred = kf._predict(inputs, horizon)
             return float(np.mean(gaussian_nll(pred.xy[:, 0], pred.sigma_m[:, 0], future_xy)))
 
         best, best_score = self, score(self)
@@ -311,7 +354,6 @@ class KalmanFilter:
                     if sc < best_score - 1e-9:
                         best, best_score = cand, sc
         return best
-
 
 
 # ---- multimodal constant velocity --------------------------------------------------------------

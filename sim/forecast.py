@@ -178,6 +178,18 @@ class Predictor(Protocol):
     def predict(self, history: History, horizon_steps: int) -> Prediction: ...
 
 
+def concat_histories(histories: list[History]) -> History:
+    """One History holding the samples of several (same dt_s, steps and neighbours)."""
+    if not histories:
+        raise ValueError("concat_histories: nothing to concatenate")
+    dt = histories[0].dt_s
+    if any(abs(h.dt_s - dt) > 1e-9 for h in histories):
+        raise ValueError("concat_histories: histories have different dt_s")
+    names = [k for k in vars(histories[0]) if k != "dt_s"]
+    return History(**{k: np.concatenate([getattr(h, k) for h in histories]) for k in names},
+                   dt_s=dt)
+
+
 # ---- building Histories ----------------------------------------------------------------------
 
 

@@ -73,6 +73,17 @@ def test_exact_on_the_motion_assumed(kind, predictor):
     np.testing.assert_allclose(pred.xy[:, 0], fut, atol=1e-6)
 
 
+def test_ca_exact_with_lateral_acceleration():
+    # a lane-change-like sideways acceleration must not be read as braking to a stop
+    t = DT * np.arange(-20, 31)
+    a_lat = np.array([1.0, -0.8])[:, None]
+    xy = np.stack([25.0 * t + 0 * a_lat, 0.5 * a_lat * (t + 2.0) ** 2], -1)
+    v = np.stack([25.0 + 0 * a_lat * t, a_lat * (t + 2.0)], -1)
+    hist = history_from_path(xy[:, :21], v[:, :21])
+    pred = ConstantAcceleration().predict(hist, 30)
+    np.testing.assert_allclose(pred.xy[:, 0], xy[:, 21:], atol=1e-6)
+
+
 def test_cv_is_not_exact_on_a_turn():
     hist, fut = motion("ctrv")
     err = metrics.fde(ConstantVelocity().predict(hist, 30).xy[:, 0], fut)
@@ -93,7 +104,7 @@ def test_ca_does_not_reverse():
 
 def test_kalman_on_constant_velocity_is_near_exact_and_uncertainty_grows():
     hist, fut = motion("cv")
-    pred = KalmanFilter(sigma_meas_m=0.01).predict(hist, 30)
+    pred = KalmanFilter(sigma_pos_m=0.01).predict(hist, 30)
     np.testing.assert_allclose(pred.xy[:, 0], fut, atol=0.02)
     sig = pred.sigma_m[:, 0]
     assert (np.diff(sig[..., 0], axis=1) > 0).all() and (np.diff(sig[..., 1], axis=1) > 0).all()
@@ -123,7 +134,7 @@ def test_kalman_fit_lowers_the_training_nll():
     rng = np.random.default_rng(0)
     hist, fut = motion("ca", s=40)
     noisy = history_from_path(hist.xy + rng.normal(0, 0.3, hist.xy.shape), hist.vxy)
-    base = KalmanFilter(sigma_lon_mps2=0.1, sigma_meas_m=0.01)
+    base = KalmanFilter(sigma_lon_mps2=0.1, sigma_pos_m=0.01)
     fitted = base.fitted(noisy, fut)
 
     def nll(kf):
@@ -131,7 +142,7 @@ def test_kalman_fit_lowers_the_training_nll():
         return metrics.gaussian_nll(p.xy[:, 0], p.sigma_m[:, 0], fut).mean()
 
     assert nll(fitted) < nll(base) - 0.5
-    assert fitted.sigma_meas_m > base.sigma_meas_m
+    assert fitted.sigma_pos_m > base.sigma_pos_m
 
 
 def test_multimodal_cv_modes_probabilities_and_fit():
