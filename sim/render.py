@@ -71,6 +71,7 @@ MERGE_W_M = 0.30
 DASH_M, GAP_M = 3.0, 9.0  # lane lines
 MERGE_DASH_M, MERGE_GAP_M = 3.0, 3.0  # beside an auxiliary (acceleration) lane
 TAPER_M = 60.0  # the end of an acceleration lane narrows over this length
+STOP_LINE_M = 0.4  # width of the stop line where a lane ends at a junction
 _DENSIFY_M = 5.0
 (_STYLE_NONE, _STYLE_EDGE, _STYLE_SOLID, _STYLE_DASH, _STYLE_MERGE) = range(5)
 
@@ -244,6 +245,7 @@ class Scene:
     reacts_to: int = -1
     ttc_s: np.ndarray | None = None
     selected: int = -1
+    lane_signal: np.ndarray | None = None  # (L,) signal per lane: -1 none, 0 red, 1 amber, 2 green
     hud: Hud | None = None
     timeline: Timeline | None = None
     toast: str = ""
@@ -336,6 +338,9 @@ class _RoadArt:
     dash_centres: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
     dash_ends: np.ndarray = field(default_factory=lambda: np.empty((0, 2, 2)))
     tapers: list[np.ndarray] = field(default_factory=list)
+    stop_lines: list[np.ndarray] = field(default_factory=list)  # (4, 2) quads
+    stop_lanes: list[int] = field(default_factory=list)  # the lane of each stop line
+    junctions: list[np.ndarray] = field(default_factory=list)  # (P, 2) polygons
 
 
 _ART: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -363,12 +368,37 @@ def _densify(road: Road, k: int):
     return np.stack([x, y], axis=1), normal, st
 
 
-def _adjacent(road: Road, pts: np.ndarray, j: int, tol_m: float = 0.3) -> np.ndarray:
-    """(M,) True where points lie on an edge of lane j (half a lane width from its centre)."""
-    lane, s, _ = road.locate(pts[:, 0], pts[:, 1], lanes=np.array([j]))
-    cx, cy, _ = road.to_world(lane, s, np.zeros(len(s)))
-    dist = np.hypot(pts[:, 0] - cx, pts[:, 1] - cy)
-    return np.abs(dist - 0.5 * road.width_m[j]) < tol_m
+def _distance_to_polyline(pts: np.ndarray, poly: np.ndarray, chunk: int = 1 << 21) -> np.ndarray:
+    """(M,) distance of points (M, 2) to a polyline (Q, 2) whose vertices are a few metres
+    apart at most (densified lanes): the segments around each point's nearest vertex."""
+    if len(poly) < 2:
+        return np.hypot(*(pts - poly[0]).T)
+    # nearest vertex: first among every 8th vertex, then among the 17 around that one
+    coarse = poly[::8]
+    near_c = np.empty(len(pts), np.int64)
+    step = max(1, chunk // len(coarse))
+    for lo in range(0, len(pts), step):
+        dx = pts[lo:lo + step, 0:1] - coarse[None, :, 0]
+        dy = pts[lo:lo + step, 1:2] - coarse[None, :, 1]
+        near_c[lo:lo + step] = np.argmin(dx * dx + dy * dy, axis=1)
+    cand = np.clip(near_c[:, None] * 8 + np.arange(-8, 9), 0, len(poly) - 1)
+    d2 = ((pts[:, None, :] - poly[cand]) ** 2).sum(axis=2)
+    near = cand[np.arange(len(pts)), np.argmin(d2, axis=1)]
+    best = np.full(len(pts), np.inf)
+    for off in (-2, -1, 0, 1):
+        i = np.clip(near + off, 0, len(poly) - 2)
+        a, u = poly[i], poly[i + 1] - poly[i]
+        t = np.clip(((pts - a) * u).sum(axis=1) / np.maximum((u * u).sum(axis=1), 1e-12),
+                    0.0, 1.0)
+        best = np.minimum(best, np.hypot(*(pts - a - t[:, None] * u).T))
+    return best
+
+
+def _adjacent(pts: np.ndarray, centre_j: np.ndarray, width_j_m: float,
+              tol_m: float = 0.3) -> np.ndarray:
+    """(M,) True where points lie on an edge of a lane (half its width from its densified
+    centre line)."""
+    return np.abs(_distance_to_polyline(pts, centre_j) - 0.5 * width_j_m) < tol_m
 
 
 def _simplify(pts: np.ndarray, tol_m: float = 0.02) -> np.ndarray:
@@ -398,11 +428,15 @@ def _simplify(pts: np.ndarray, tol_m: float = 0.02) -> np.ndarray:
     return pts[keep]
 
 
-def _runs(mask: np.ndarray):
-    """(start, stop) index ranges of the True runs of a bool array."""
+def _runs(mask: np.ndarray, widen: bool = False):
+    """(start, stop) index ranges of the True runs of a bool array; widen: each run takes the
+    next vertex too, so that solid lines of different styles meet without a gap."""
     m = np.concatenate([[False], mask, [False]]).astype(np.int8)
     d = np.diff(m)
-    return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
+    stops = np.flatnonzero(d == -1)
+    if widen:
+        stops = np.minimum(stops + 1, len(mask))
+    return list(zip(np.flatnonzero(d == 1), stops))
 
 
 def _dash_quads(pts: np.ndarray, st: np.ndarray, dash_m: float, gap_m: float, w_m: float):
@@ -422,10 +456,115 @@ def _dash_quads(pts: np.ndarray, st: np.ndarray, dash_m: float, gap_m: float, w_
     return np.stack([p0 + n, p1 + n, p1 - n, p0 - n], axis=1)
 
 
+def _edge_style(road: Road, k: int, side: int, pts: np.ndarray, st: np.ndarray,
+                boxes: np.ndarray, in_junction: np.ndarray,
+                centres: list[np.ndarray]) -> np.ndarray:
+    """(M,) _STYLE_* along one edge of lane k (side +1 left, -1 right): an edge line where no
+    other lane touches it; where one does, a dashed line if a lane change across it is
+    allowed there (wide dashes beside an auxiliary lane), else a solid line; nothing where the
+    other lane draws the shared line (the lower index draws) or a taper continues the road."""
+    near = int(road.left[k] if side > 0 else road.right[k])
+    linked = {int(j) for j in np.flatnonzero((road.right if side > 0 else road.left) == k)}
+    linked |= {near} - {-1}
+    lo, hi = pts.min(axis=0) - 1.0, pts.max(axis=0) + 1.0
+    overlap = np.flatnonzero((boxes[:, 0] <= hi[0]) & (boxes[:, 2] >= lo[0])
+                             & (boxes[:, 1] <= hi[1]) & (boxes[:, 3] >= lo[1]) & ~in_junction)
+    style = np.full(len(pts), _STYLE_EDGE, np.int8)
+    for j in (int(j) for j in overlap if j != k):
+        adj = _adjacent(pts, centres[j], float(road.width_m[j]))
+        if not adj.any():
+            continue
+        if j in linked:
+            # a lane change across this edge is allowed from k into j, or from j into k
+            k_to_j = (near == j) & (st >= road.change_from_m[k]) & (st <= road.change_to_m[k])
+            j_side = road.right[j] if side > 0 else road.left[j]
+            j_to_k = (j_side == k) & (st >= road.change_from_m[j]) & (st <= road.change_to_m[j])
+            aux = LANE_DEAD_END in (road.end_kind[k], road.end_kind[j])
+            shared = np.where(k_to_j | j_to_k, _STYLE_MERGE if aux else _STYLE_DASH,
+                              _STYLE_SOLID)
+        else:  # touching without a link: the centre line between opposite directions
+            shared = np.full(len(pts), _STYLE_SOLID, np.int8)
+        if j < k:
+            shared = np.full(len(pts), _STYLE_NONE, np.int8)  # lane j draws it
+        style = np.where(adj, shared, style)
+    # the taper beyond the end of an acceleration lane that merges across this edge
+    for j in np.flatnonzero(road.end_kind == LANE_DEAD_END):
+        j_side = road.right[j] if side > 0 else road.left[j]
+        if j_side == k and j != k:
+            end_st = road.station_range_m[j, 1]
+            style[(st > end_st) & (st < end_st + TAPER_M)] = _STYLE_NONE
+    return style
+
+
+def _junction_fills(centres: list[np.ndarray], edges: list[np.ndarray],
+                    in_junction: np.ndarray) -> list[np.ndarray]:
+    """Polygons paving each junction box between its connector lanes: per junction (connectors
+    whose boxes touch), the radial envelope of the connectors' edges seen from the junction's
+    centre, in quarter-degree steps (the outer edges of turning connectors are the kerbs)."""
+    lanes = [k for k in np.flatnonzero(in_junction)]
+    if not lanes:
+        return []
+    groups: list[list[int]] = []
+    for k in lanes:  # connected components by bounding-box contact
+        lo, hi = centres[k].min(axis=0) - 1.0, centres[k].max(axis=0) + 1.0
+        hit = [g for g in groups if any(
+            np.all(centres[j].min(axis=0) <= hi) and np.all(centres[j].max(axis=0) >= lo)
+            for j in g)]
+        merged = [k] + [j for g in hit for j in g]
+        groups = [g for g in groups if g not in hit] + [merged]
+    fills = []
+    for g in groups:
+        pts = np.concatenate([centres[k] for k in g])
+        centre = 0.5 * (pts.min(axis=0) + pts.max(axis=0))
+        d = np.concatenate([edges[k] for k in g]) - centre
+        n_bins = 1440
+        ang = np.arctan2(d[:, 1], d[:, 0])
+        bins = np.floor((ang + np.pi) / (2 * np.pi) * n_bins).astype(np.int64) % n_bins
+        r = np.hypot(d[:, 0], d[:, 1])
+        far = np.full(n_bins, -1.0)
+        np.maximum.at(far, bins, r)
+        # per bin the farthest edge point itself (not the bin's mid angle): corners stay sharp
+        pick = np.full(n_bins, -1, np.int64)
+        hit = r >= far[bins] - 1e-12
+        pick[bins[hit]] = np.flatnonzero(hit)
+        fills.append(centre + d[pick[pick >= 0]])
+    return fills
+
+
+def _fork_fills(road: Road, centres: list[np.ndarray], in_junction: np.ndarray,
+                reach_m: float = 15.0) -> list[np.ndarray]:
+    """Polygons between connector lanes that leave the same lane (or enter the same lane),
+    over their first (last) reach_m: the wedges the lane surfaces leave open there."""
+    succ_start = getattr(road, "succ_start", None)
+    if succ_start is None or not in_junction.any():
+        return []
+    succ_lane = road.succ_lane
+    groups = [succ_lane[succ_start[k]:succ_start[k + 1]] for k in range(road.n_lanes)]
+    into: dict[int, list[int]] = {}
+    for k in np.flatnonzero(in_junction):
+        for j in succ_lane[succ_start[k]:succ_start[k + 1]]:
+            into.setdefault(int(j), []).append(int(k))
+    fills = []
+    for lanes, at_start in [(g, True) for g in groups] + [(g, False) for g in into.values()]:
+        conn = [int(k) for k in lanes if in_junction[k]]
+        for a, b in zip(conn[:-1], conn[1:]):
+            pa, pb = centres[a], centres[b]
+            if not at_start:
+                pa, pb = pa[::-1], pb[::-1]
+            la = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(pa, axis=0).T))])
+            lb = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(pb, axis=0).T))])
+            fills.append(np.concatenate([pa[la <= reach_m], pb[lb <= reach_m][::-1]]))
+    return fills
+
+
 def _build_road_art(road: Road) -> _RoadArt:
     art = _RoadArt()
+    in_junction = getattr(road, "in_junction", None)
+    in_junction = (np.zeros(road.n_lanes, bool) if in_junction is None
+                   else np.asarray(in_junction, bool))
     geo = [_densify(road, k) for k in range(road.n_lanes)]
     lefts, rights = [], []
+    boxes = np.empty((road.n_lanes, 4))
     for k, (c, nrm, _) in enumerate(geo):
         half = 0.5 * road.width_m[k]
         art.centres.append(c)
@@ -433,40 +572,22 @@ def _build_road_art(road: Road) -> _RoadArt:
         rights.append(c - half * nrm)
         # the lane surface: its outline, simplified (a straight lane is four points)
         art.surfaces.append((_simplify(lefts[-1]), _simplify(rights[-1])))
+        both = np.concatenate([lefts[-1], rights[-1]])
+        boxes[k] = (*both.min(axis=0), *both.max(axis=0))
+    art.junctions = _junction_fills(art.centres, [np.concatenate([a, b]) for a, b in
+                                                  zip(lefts, rights)], in_junction)
+    art.junctions += [f for f in _fork_fills(road, art.centres, in_junction) if len(f) >= 3]
     dashes, dash_w = [], []
-    dead = np.flatnonzero(road.end_kind == LANE_DEAD_END)
-    for k, (_, _, st) in enumerate(geo):
+    for k, (_, nrm, st) in enumerate(geo):
+        if in_junction[k]:
+            continue  # no lines inside a junction box
         for side in (+1, -1):
             pts = lefts[k] if side > 0 else rights[k]
-            near = road.left[k] if side > 0 else road.right[k]
-            others = np.flatnonzero((road.right if side > 0 else road.left) == k)
-            cands = sorted({int(near)} - {-1} | {int(j) for j in others})
-            style = np.full(len(pts), _STYLE_EDGE, np.int8)
-            for j in cands:
-                adj = _adjacent(road, pts, j)
-                if not adj.any():
-                    continue
-                # a lane change across this edge is allowed from k into j, or from j into k
-                k_to_j = (near == j) & (st >= road.change_from_m[k]) & (st <= road.change_to_m[k])
-                j_side = road.right[j] if side > 0 else road.left[j]
-                j_to_k = (j_side == k) & (st >= road.change_from_m[j]) & (
-                    st <= road.change_to_m[j])
-                aux = LANE_DEAD_END in (road.end_kind[k], road.end_kind[j])
-                shared = np.where(k_to_j | j_to_k, _STYLE_MERGE if aux else _STYLE_DASH,
-                                  _STYLE_SOLID)
-                if j < k:
-                    shared = np.full(len(pts), _STYLE_NONE, np.int8)  # lane j draws it
-                style = np.where(adj, shared, style)
-            # the taper beyond the end of an acceleration lane that merges across this edge
-            for j in dead:
-                j_side = road.right[j] if side > 0 else road.left[j]
-                if j_side == k and j != k:
-                    end_st = road.station_range_m[j, 1]
-                    style[(st > end_st) & (st < end_st + TAPER_M)] = _STYLE_NONE
-            for a, b in _runs(style == _STYLE_EDGE):
+            style = _edge_style(road, k, side, pts, st, boxes, in_junction, art.centres)
+            for a, b in _runs(style == _STYLE_EDGE, widen=True):
                 if b - a >= 2:
                     art.solid.append((_simplify(pts[a:b]), EDGE_W_M, EDGE_LINE))
-            for a, b in _runs(style == _STYLE_SOLID):
+            for a, b in _runs(style == _STYLE_SOLID, widen=True):
                 if b - a >= 2:
                     art.solid.append((_simplify(pts[a:b]), LINE_W_M, MARKING))
             for kind, dash, gap, w in ((_STYLE_DASH, DASH_M, GAP_M, LINE_W_M),
@@ -476,7 +597,17 @@ def _build_road_art(road: Road) -> _RoadArt:
                         q = _dash_quads(pts[a:b], st[a:b], dash, gap, w)
                         dashes.append(q)
                         dash_w.append(np.full(len(q), w))
-    for j in dead:
+        # a stop line where the lane ends at a junction
+        succ = road.successor[k]
+        if succ >= 0 and in_junction[succ]:
+            c, n = art.centres[k][-1], nrm[-1]
+            t = np.array([n[1], -n[0]])  # along the lane
+            half = 0.5 * road.width_m[k]
+            art.stop_lines.append(np.stack([c + half * n, c - half * n,
+                                            c - half * n - STOP_LINE_M * t,
+                                            c + half * n - STOP_LINE_M * t]))
+            art.stop_lanes.append(k)
+    for j in np.flatnonzero(road.end_kind == LANE_DEAD_END):
         for side in (+1, -1):
             k = road.left[j] if side > 0 else road.right[j]
             if k < 0:
@@ -616,9 +747,12 @@ def _draw_road(surface, road: Road, view: View) -> None:
         poly = np.concatenate([left, right[::-1]])
         sx, sy = view.to_screen(poly[:, 0], poly[:, 1])
         pygame.draw.polygon(surface, ASPHALT, _ipts(sx, sy))
-    for tri in art.tapers:
+    for tri in art.tapers + art.junctions:
         sx, sy = view.to_screen(tri[:, 0], tri[:, 1])
         pygame.draw.polygon(surface, ASPHALT, _ipts(sx, sy))
+    for quad in art.stop_lines:
+        sx, sy = view.to_screen(quad[:, 0], quad[:, 1])
+        pygame.draw.polygon(surface, EDGE_LINE, _ipts(sx, sy))
     if scale < 0.4:
         return  # markings would be sub-pixel noise
     if len(art.dashes) and scale >= 1.2:
@@ -922,6 +1056,21 @@ def _draw_plan(surface, plan_xy: np.ndarray, view: View) -> None:
                       _ipts(sx, sy), w)
 
 
+SIGNAL_RGB = {0: (235, 50, 50), 1: (255, 190, 40), 2: (40, 210, 110)}  # red, amber, green
+
+
+def _draw_signals(surface, road: Road, lane_signal: np.ndarray, view: View) -> None:
+    """Stop lines in the colour of their lane's signal (sim.intersection SIG_* codes)."""
+    art = road_art(road)
+    for quad, lane in zip(art.stop_lines, art.stop_lanes):
+        code = int(lane_signal[lane]) if lane < len(lane_signal) else -1
+        if code in SIGNAL_RGB:
+            back = quad[3] - quad[0]  # the bar, three stop lines deep, upstream of the line
+            bar = np.stack([quad[0], quad[1], quad[2] + 2 * back, quad[3] + 2 * back])
+            sx, sy = view.to_screen(bar[:, 0], bar[:, 1])
+            pygame.draw.polygon(surface, SIGNAL_RGB[code], _ipts(sx, sy))
+
+
 def _ring(surface, v: Vehicles, row: int, view: View, colour, pad_m: float = 0.8) -> None:
     cx, cy = view.to_screen(v.x[row], v.y[row])
     r = max(6, int((0.5 * float(v.length[row]) + pad_m) * view.px_per_m))
@@ -1052,29 +1201,45 @@ HELP_LINES = (
 
 
 def _draw_help(surface, view: View) -> None:
+    """The controls and a colour legend: side by side when the window is wide enough."""
     keys = [text_surface(k, 19, ACCENT, bold=True) for k, _ in HELP_LINES]
     texts = [text_surface(t, 19, TEXT) for _, t in HELP_LINES]
     legend = [(PAINT_RGB[i].tolist(), PAINT_NAMES[i]) for i in
               (PAINT_EGO, PAINT_CAR, PAINT_TRUCK, PAINT_BRAKING, PAINT_THREAT, PAINT_COLLIDED)]
-    legend += [(list(FORECAST), "forecast (width: probability; ellipses: 2 sigma at 1 s, 2 s ..)"),
-               (list(TRUTH), "true future"), (list(WARN), "TTC below 3 s")]
+    legend += [(list(FORECAST), "forecast: width and strength = probability"),
+               (list(FORECAST), "ellipses: 2 sigma at each whole second"),
+               (list(TRUTH), "true future (replay)"), (list(WARN), "TTC below 3 s"),
+               (list(SELECT), "ring: selected vehicle")]
+    names = [text_surface(n, 18, TEXT) for _, n in legend]
     kw = max(s.get_width() for s in keys) + 18
     line = 24
-    width = kw + max(max(s.get_width() for s in texts), 430) + 40
-    height = (len(HELP_LINES) + len(legend)) * line + 80
-    x0 = max(10, view.width_px // 2 - width // 2)
-    y0 = max(10, view.height_px // 2 - height // 2)
+    left_w = kw + max(s.get_width() for s in texts)
+    right_w = 36 + max(s.get_width() for s in names)
+    side = view.width_px >= left_w + right_w + 120
+    if side:
+        width = left_w + right_w + 80
+        height = max(len(HELP_LINES), len(legend) + 1) * line + 70
+    else:
+        width = max(left_w, right_w) + 40
+        height = (len(HELP_LINES) + len(legend) + 1) * line + 80
+    x0 = max(4, view.width_px // 2 - width // 2)
+    y0 = max(4, view.height_px // 2 - height // 2)
     _panel(surface, (x0, y0, width, height), (14, 16, 20, 235), 12)
     surface.blit(text_surface("Controls", 22, TEXT, bold=True), (x0 + 20, y0 + 14))
-    y = y0 + 44
+    y = y0 + 46
     for k, t in zip(keys, texts):
         surface.blit(k, (x0 + 20, y))
         surface.blit(t, (x0 + 20 + kw, y))
         y += line
-    y += 12
-    for colour, name in legend:
-        pygame.draw.rect(surface, colour, (x0 + 20, y + 3, 26, 12), border_radius=3)
-        surface.blit(text_surface(name, 18, TEXT), (x0 + 56, y))
+    if side:
+        lx, y = x0 + 40 + left_w + 20, y0 + 14
+    else:
+        lx, y = x0 + 20, y + 12
+    surface.blit(text_surface("Colours", 22, TEXT, bold=True), (lx, y))
+    y += 32
+    for (colour, _), img in zip(legend, names):
+        pygame.draw.rect(surface, colour, (lx, y + 3, 26, 12), border_radius=3)
+        surface.blit(img, (lx + 36, y))
         y += line
 
 
@@ -1097,6 +1262,8 @@ def render(scene: Scene, view: View, surface: pygame.Surface | None = None) -> p
     else:
         surface.fill(BG)
         _draw_grid(surface, view)
+    if scene.road is not None and scene.lane_signal is not None:
+        _draw_signals(surface, scene.road, scene.lane_signal, view)
     v = scene.vehicles
     codes = paint(v)
     vis = visible_vehicles(v, view)
@@ -1140,7 +1307,14 @@ def save_png(surface: pygame.Surface, path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         pygame.image.save(surface, tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

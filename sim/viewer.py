@@ -39,13 +39,15 @@ MAX_CATCH_UP_S = 0.25  # at most this much real time is caught up in one frame
 
 @dataclass(frozen=True)
 class Annotation:
-    """What a control layer (the ego's avoidance) wants drawn for a state: its chosen plan
-    (F, 2) m, the id of the agent it reacts to, ids it considers threats, and its action."""
+    """What a control layer wants drawn for a state: the ego's chosen plan (F, 2) m, the id of
+    the agent it reacts to, ids it considers threats, its action (the avoidance), and the
+    signal of each lane (a junction's controller)."""
 
     plan_xy: np.ndarray | None = None
     reacts_to_id: int = -1
     threat_ids: tuple[int, ...] = ()
     action: str = ""
+    lane_signal: np.ndarray | None = None  # (L,) per lane: -1 none, 0 red, 1 amber, 2 green
 
 
 Annotate = Callable[[TrafficState], Annotation | None]
@@ -65,6 +67,7 @@ class Frame:
     action: str = ""
     plan_xy: np.ndarray | None = None
     reacts_to_id: int = -1
+    lane_signal: np.ndarray | None = None
 
 
 # ---- sources -------------------------------------------------------------------------------
@@ -224,7 +227,8 @@ class LiveSource:
         return Frame(t_s=float(st.t_s), index=self.cursor, vehicles=vehicles, trails=trails,
                      truth=None, collided_so_far=collided, action=action,
                      plan_xy=None if ann is None else ann.plan_xy,
-                     reacts_to_id=-1 if ann is None else ann.reacts_to_id)
+                     reacts_to_id=-1 if ann is None else ann.reacts_to_id,
+                     lane_signal=None if ann is None else ann.lane_signal)
 
     def history(self, history_steps: int, n_neighbors: int, select: np.ndarray | None = None):
         """sim.forecast.History at the cursor of the frame's vehicles `select` (indices into
@@ -717,7 +721,7 @@ class Viewer:
         scene = R.Scene(
             vehicles=v, road=self.source.road, trails=fr.trails, forecasts=fc,
             truth=fr.truth, truth_dt_s=self.source.dt_s, plan_xy=fr.plan_xy,
-            reacts_to=reacts, ttc_s=ttc, selected=sel, hud=hud,
+            reacts_to=reacts, ttc_s=ttc, selected=sel, lane_signal=fr.lane_signal, hud=hud,
             timeline=self.source.timeline, toast="" if self.headless else toast)
         self.scene_ms.append(1e3 * (time.perf_counter() - t0))
         return scene
@@ -871,6 +875,7 @@ class GifWriter:
         try:
             self._frames[0].save(tmp, save_all=True, append_images=self._frames[1:],
                                  duration=self.frame_ms, loop=0, optimize=False)
+            os.chmod(tmp, 0o666 & ~R._umask())
             os.replace(tmp, self.path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
