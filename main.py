@@ -631,8 +631,8 @@ def add_benchmark_parser(sub) -> None:
     s.add_argument("--seed", type=nonneg_int, default=0)
     s.add_argument("--json", metavar="PATH", help="write results as JSON ('-' for stdout)")
     s.set_defaults(func=cmd_benchmark_sim)
-    add_benchmark_predict_parser(bsub)
     add_benchmark_render_parser(bsub)
+    add_benchmark_predict_parser(bsub)
 
 
 # ---- benchmark predict ---------------------------------------------------------------------
@@ -785,6 +785,165 @@ def add_import_parser(sub) -> None:
     n.set_defaults(func=cmd_import_ngsim)
 
 
+# ---- train ---------------------------------------------------------------------------------
+
+
+def cmd_train(args) -> int:
+    from predictor.rnn import CheckpointError, RnnConfig
+    from predictor.train import (
+        TrainConfig,
+        build_samples,
+        load_data,
+        split_masks,
+        train_model,
+        with_history,
+    )
+    from sim.tracks import TrackFileError
+
+    try:
+        model_cfg = with_history(RnnConfig(cell=args.cell, hidden=args.hidden,
+                                           layers=args.layers, n_modes=args.modes,
+                                           n_neighbors=args.neighbors),
+                                 args.history, args.horizon)
+        train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                patience=args.patience, stride_s=args.stride, seed=args.seed,
+                                threads=args.threads)
+    except ValueError as exc:
+        raise InputError(f"train: {exc}") from None
+    out = Path(args.out)
+    if out.suffix != ".pt":
+        raise InputError(f"train: --out {out}: expected a .pt file")
+    quiet = args.quiet
+    t_start = time.perf_counter()
+    bar = None
+
+    def sim_progress(i, n):
+        nonlocal bar
+        if bar is None:
+            bar = _progress_bar(n, "simulating the suite", not quiet)
+        bar.update(1)
+
+    try:
+        data = load_data(args.data, sim_repeats=args.sim_seeds,
+                         sim_duration_s=args.sim_duration, workers=args.workers,
+                         progress=sim_progress)
+    except (TrackFileError, ValueError) as exc:
+        raise InputError(f"train: {exc}") from None
+    if bar is not None:
+        bar.close()
+    try:
+        train_s = build_samples([tr for _, tr in data], model_cfg, train_cfg.stride_s,
+                                max_samples=train_cfg.max_train_samples, seed=args.seed,
+                                masks=split_masks(data, "train", args.split_seed))
+        val_s = build_samples([tr for _, tr in data], model_cfg, train_cfg.val_stride_s,
+                              masks=split_masks(data, "val", args.split_seed))
+    except ValueError as exc:
+        raise InputError(f"train: {exc}") from None
+    say(args, f"train: {len(train_s):,} training and {len(val_s):,} validation samples from "
+              f"{len(data)} file(s) ({time.perf_counter() - t_start:.0f} s); cell {args.cell}, "
+              f"history {args.history:g} s, horizon {args.horizon:g} s")
+    from tqdm import tqdm
+
+    epochs = tqdm(total=train_cfg.epochs, desc="epochs", unit="epoch", disable=quiet,
+                  dynamic_ncols=True)
+    batches = tqdm(total=0, desc="batches", unit="batch", disable=quiet, leave=False,
+                   dynamic_ncols=True)
+
+    def on_batch(i, n, loss):
+        if batches.total != n:
+            batches.reset(total=n)
+        batches.update(1)
+        if i % 20 == 0:
+            batches.set_postfix(loss=f"{loss:.3f}")
+
+    log_rows = []
+
+    def on_epoch(log):
+        v = log.val
+        epochs.update(1)
+        epochs.set_postfix(loss=f"{log.train_loss:.3f}", ade=f"{v['ade']:.2f}",
+                           fde=f"{v['fde']:.2f}", minfde=f"{v['min_fde_k']:.2f}",
+                           lr=f"{log.lr:.1e}", grad=f"{log.grad_norm:.2f}",
+                           first_last=f"{log.grad_first_last:.1e}")
+        log_rows.append(log)
+        if not quiet:
+            epochs.write(f"epoch {log.epoch:3d}  loss {log.train_loss:7.3f}  val ADE "
+                         f"{v['ade']:.3f}  FDE {v['fde']:.3f}  minADE {v['min_ade_k']:.3f}  "
+                         f"minFDE {v['min_fde_k']:.3f}  miss {v['miss_rate']:.3f}  lr "
+                         f"{log.lr:.2e}  grad {log.grad_norm:.2f}  dL/dx first/last "
+                         f"{log.grad_first_last:.2e}  ({log.seconds:.0f} s)")
+
+    meta = {"data": [name for name, _ in data] if "sim" not in args.data else
+            ["sim"] + [a for a in args.data if a != "sim"],
+            "sim_seeds": args.sim_seeds, "sim_duration_s": args.sim_duration,
+            "split_seed": args.split_seed, "samples": {"train": len(train_s),
+                                                       "val": len(val_s)},
+            "command": "python main.py train " + " ".join(sys.argv[2:])}
+    try:
+        logs = train_model(train_s, val_s, model_cfg, train_cfg, str(out), meta=meta,
+                           resume=args.resume, on_epoch=on_epoch, on_batch=on_batch)
+    except CheckpointError as exc:
+        raise InputError(f"train --resume: {exc}") from None
+    except ValueError as exc:
+        raise InputError(f"train: {exc}") from None
+    finally:
+        batches.close()
+        epochs.close()
+    wall = time.perf_counter() - t_start
+    best = min(logs, key=lambda e: e.val["fde"] + e.val["min_fde_k"]) if logs else None
+    summary = {"out": str(out), "epochs_run": len(logs), "wall_s": round(wall, 1),
+               "best_epoch": best.epoch if best else None,
+               "best_val": best.val if best else None,
+               "epochs": [{"epoch": e.epoch, "train_loss": e.train_loss, "lr": e.lr,
+                           "grad_norm": e.grad_norm, "grad_first_last": e.grad_first_last,
+                           "val": e.val, "seconds": e.seconds} for e in logs]}
+    if best:
+        say(args, f"train: best epoch {best.epoch}: val FDE {best.val['fde']:.3f} m, "
+                  f"minFDE_{model_cfg.n_modes} {best.val['min_fde_k']:.3f} m; wrote {out} "
+                  f"in {wall / 60:.1f} min")
+    if args.json:
+        write_json(args.json, summary)
+    return 0
+
+
+def add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train the RNN forecaster to a checkpoint")
+    p.add_argument("--data", nargs="+", required=True, metavar="SRC",
+                   help="'sim' (generate from the scenario suite), track files (.npz), NGSIM "
+                        "files (.csv/.csv.gz)")
+    p.add_argument("--out", required=True, metavar="FILE.pt")
+    p.add_argument("--cell", choices=("rnn", "gru", "lstm"), default="gru")
+    p.add_argument("--history", type=positive_float, default=2.0, help="s (default 2.0)")
+    p.add_argument("--horizon", type=positive_float, default=3.0, help="s (default 3.0)")
+    p.add_argument("--hidden", type=positive_int, default=128)
+    p.add_argument("--layers", type=positive_int, default=1)
+    p.add_argument("--modes", type=positive_int, default=6, help="K (default 6)")
+    p.add_argument("--neighbors", type=nonneg_int, default=8, help="M nearest (default 8)")
+    p.add_argument("--epochs", type=positive_int, default=30)
+    p.add_argument("--patience", type=positive_int, default=6,
+                   help="early stopping: epochs without improvement (default 6)")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--lr", type=positive_float, default=2e-3)
+    p.add_argument("--stride", type=positive_float, default=0.5,
+                   help="spacing of training samples along a track, s (default 0.5)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--split-seed", type=nonneg_int, default=0,
+                   help="seed of the shared train/val/test split (default 0)")
+    p.add_argument("--sim-seeds", type=positive_int, default=8,
+                   help="with --data sim: seeds per scenario case (default 8)")
+    p.add_argument("--sim-duration", type=positive_float, default=90.0,
+                   help="with --data sim: seconds per episode (default 90)")
+    p.add_argument("--workers", type=positive_int, default=2,
+                   help="processes simulating the suite (default 2)")
+    p.add_argument("--threads", type=positive_int, default=2,
+                   help="torch threads for training (default 2)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from FILE.pt.resume (same settings)")
+    p.add_argument("--json", metavar="PATH", help="write the training log as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+
 # ---- info ----------------------------------------------------------------------------------
 
 
@@ -843,6 +1002,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_replay_parser(sub)
     add_info_parser(sub)
     add_import_parser(sub)
+    add_train_parser(sub)
     add_benchmark_parser(sub)
     return parser
 

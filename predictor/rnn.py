@@ -43,8 +43,9 @@ class RnnConfig:
     """Architecture and the protocol it was trained for (steps of dt_s)."""
 
     cell: str = "gru"
-    hidden: int = 128
+    hidden: int = 64
     layers: int = 1
+    encoder_stride: int = 2  # the encoder reads every n-th history step (ending now)
     history_steps: int = 20
     horizon_steps: int = 30
     dt_s: float = 0.1
@@ -57,7 +58,7 @@ class RnnConfig:
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         for name in ("hidden", "layers", "history_steps", "horizon_steps", "n_modes",
-                     "social_hidden"):
+                     "social_hidden", "encoder_stride"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.n_neighbors < 0 or not 0 <= self.dropout < 1:
@@ -191,9 +192,11 @@ class RnnForecaster(nn.Module):
         self.config = config
         c = config
         rnn_cls = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[c.cell]
-        self.input_proj = nn.Linear(TARGET_FEATURES, c.hidden)
-        self.encoder = rnn_cls(c.hidden, c.hidden, num_layers=c.layers, batch_first=True,
+        self.input_proj = nn.Linear(TARGET_FEATURES, c.hidden // 2)
+        self.encoder = rnn_cls(c.hidden // 2, c.hidden, num_layers=c.layers, batch_first=True,
                                dropout=c.dropout if c.layers > 1 else 0.0)
+        steps = torch.arange(c.history_steps, -1, -c.encoder_stride).flip(0)
+        self.register_buffer("encoder_steps", steps, persistent=False)
         self.nb_encoder = nn.Sequential(
             nn.Linear(NEIGHBOR_FEATURES, c.social_hidden), nn.ReLU(),
             nn.Linear(c.social_hidden, c.social_hidden), nn.ReLU())
@@ -227,7 +230,8 @@ class RnnForecaster(nn.Module):
             self.nb_std.copy_(torch.from_numpy(nb.std(0) + 1e-3))
 
     def encode(self, target: torch.Tensor) -> torch.Tensor:
-        x = (target - self.target_mean) / self.target_std
+        """(B, hidden) summary of the target's past, read every encoder_stride steps."""
+        x = (target[:, self.encoder_steps] - self.target_mean) / self.target_std
         x = torch.relu(self.input_proj(x))
         out, _ = self.encoder(x)
         return out[:, -1]

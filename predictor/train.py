@@ -68,16 +68,21 @@ class Samples:
 
 
 def build_samples(tracks_list: Sequence, config: RnnConfig, stride_s: float,
-                  max_samples: int | None = None, seed: int = 0) -> Samples:
+                  max_samples: int | None = None, seed: int = 0,
+                  masks: Sequence[np.ndarray] | None = None) -> Samples:
     """Samples (agent, time) of every track file by the benchmark protocol: present without
-    gaps over the history and the horizon, every stride_s seconds."""
+    gaps over the history and the horizon, every stride_s seconds. masks[i] (N_i,) bool
+    picks the target agents of file i (all other agents still serve as neighbours)."""
     parts: list[tuple[Features, np.ndarray]] = []
-    for tr in tracks_list:
+    for i, tr in enumerate(tracks_list):
         dt = float(tr.dt_s)
         if abs(dt - config.dt_s) > 1e-6:
             raise ValueError(f"track step {dt} s differs from the model's {config.dt_s} s")
         stride = max(1, int(round(stride_s / dt)))
-        rows, cols = sample_index(tr.present, config.history_steps, config.horizon_steps,
+        present = tr.present
+        if masks is not None:
+            present = present & np.asarray(masks[i], bool)[:, None]
+        rows, cols = sample_index(present, config.history_steps, config.horizon_steps,
                                   stride)
         if len(rows) == 0:
             continue
@@ -261,3 +266,60 @@ def with_history(config: RnnConfig, history_s: float, horizon_s: float) -> RnnCo
     """The config for a protocol given in seconds."""
     return replace(config, history_steps=int(round(history_s / config.dt_s)),
                    horizon_steps=int(round(horizon_s / config.dt_s)))
+
+
+# ---- training data --------------------------------------------------------------------------
+
+
+def simulate_suite(suite: str = "all", repeats: int = 8, duration_s: float | None = 90.0,
+                   workers: int = 1, progress: Callable[[int, int], None] | None = None):
+    """Track files of every case of a scenario suite, `repeats` seeds each (deterministic).
+    Returns [(episode name, Tracks)]."""
+    from scenarios.suite import episodes
+
+    specs = episodes(suite, repeats=repeats, duration_s=duration_s)
+    out = []
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            for i, tracks in enumerate(pool.map(_simulate, specs, chunksize=1)):
+                out.append((f"{specs[i].name}:{specs[i].seed}", tracks))
+                if progress:
+                    progress(i + 1, len(specs))
+    else:
+        for i, spec in enumerate(specs):
+            out.append((f"{spec.name}:{spec.seed}", _simulate(spec)))
+            if progress:
+                progress(i + 1, len(specs))
+    return out
+
+
+def _simulate(spec):
+    from sim.world import make_world, run
+
+    return run(make_world(spec)).tracks
+
+
+def load_data(sources: Sequence[str], sim_repeats: int = 8, sim_duration_s: float = 90.0,
+              workers: int = 1, progress=None):
+    """[(name, Tracks)] from `sim` (the scenario suite), track files and NGSIM files."""
+    from scenarios.ngsim import looks_like_ngsim, read_ngsim
+    from sim.tracks import read_tracks
+
+    out = []
+    for src in sources:
+        if src == "sim":
+            out.extend(simulate_suite("all", sim_repeats, sim_duration_s, workers, progress))
+        elif looks_like_ngsim(src):
+            out.append((src, read_ngsim(src)))
+        else:
+            out.append((src, read_tracks(src)))
+    return out
+
+
+def split_masks(data, split: str, seed: int = 0) -> list[np.ndarray]:
+    """Per file, the agents in `split` (the shared predictor/split.py rule)."""
+    from predictor.split import agent_mask
+
+    return [agent_mask(tr, name, split, seed) for name, tr in data]

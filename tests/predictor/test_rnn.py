@@ -138,6 +138,7 @@ def test_bad_checkpoints_are_refused_naming_the_file(tmp_path):
     other = tmp_path / "other.pt"
     obj = torch.load(good, weights_only=True)
     obj["config"] = obj["config"].replace('"hidden": 16', '"hidden": 32')
+    assert '"hidden": 32' in obj["config"]
     torch.save(obj, other)
     with pytest.raises(CheckpointError, match="state_dict"):
         load_checkpoint(str(other))
