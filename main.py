@@ -342,12 +342,14 @@ def _say_profile(args, viewer) -> dict:
     if f:
         say(args, f"  frame time (scene + drawing, {viewer.view.width_px}x"
                   f"{viewer.view.height_px}): median {f['median']:.1f} ms, p95 {f['p95']:.1f} "
-                  f"ms over {f['frames']} frames")
+                  f"ms over {f['frames']} frames (CPU time median "
+                  f"{prof['frame_cpu_ms']['median']:.1f} ms)")
     if p:
         both = prof["frame_with_predict_ms"]
         say(args, f"  forecast inference ({viewer.predictor.name}): median {p['median']:.1f} "
                   f"ms, p95 {p['p95']:.1f} ms; frame with inference: median "
-                  f"{both['median']:.1f} ms, p95 {both['p95']:.1f} ms")
+                  f"{both['median']:.1f} ms, p95 {both['p95']:.1f} ms (CPU time median "
+                  f"{prof['frame_with_predict_cpu_ms']['median']:.1f} ms)")
     return prof
 
 
@@ -495,11 +497,15 @@ def cmd_benchmark_render(args) -> int:
               + (f", {res['predictor']} forecasts ({res['modes']} modes"
                  f"{', uncertainty ellipses' if res['uncertainty'] else ''}) for every vehicle "
                  f"in view" if p else ", no forecasts"))
-    say(args, f"  frame (scene + drawing): median {f['median']:.2f} ms, p95 {f['p95']:.2f} ms "
-              f"(CPU median {res['frame_cpu_ms']['median']:.2f} ms)")
+    cf, cp, cb = (res["frame_cpu_ms"], res["predict_cpu_ms"], res["frame_with_predict_cpu_ms"])
+    say(args, f"  frame (scene + drawing): median {f['median']:.2f} ms, p95 {f['p95']:.2f} ms; "
+              f"CPU time median {cf['median']:.2f} ms, p95 {cf['p95']:.2f} ms")
     if p:
-        say(args, f"  inference: median {p['median']:.2f} ms, p95 {p['p95']:.2f} ms; frame "
-                  f"with inference: median {both['median']:.2f} ms, p95 {both['p95']:.2f} ms")
+        say(args, f"  inference: median {p['median']:.2f} ms, p95 {p['p95']:.2f} ms; CPU time "
+                  f"median {cp['median']:.2f} ms")
+        say(args, f"  frame with inference: median {both['median']:.2f} ms, p95 "
+                  f"{both['p95']:.2f} ms; CPU time median {cb['median']:.2f} ms, p95 "
+                  f"{cb['p95']:.2f} ms")
     if args.json:
         write_json(args.json, res)
     return 0

@@ -423,8 +423,10 @@ class Viewer:
         self.render_ms: list[float] = []
         self.predict_ms: list[float] = []
         self.scene_ms: list[float] = []
+        self.predict_cpu_ms: list[float] = []
         self.draw_predict_ms: list[float] = []  # inference done within each draw (0: cached)
-        self.frame_cpu_ms: list[float] = []  # CPU time of each draw, inference included
+        self.draw_predict_cpu_ms: list[float] = []
+        self.draw_cpu_ms: list[float] = []  # CPU time of each draw, inference included
         self._frame: Frame | None = None
         self._frame_key = None
         if not np.any(self.frame().vehicles.ego):
@@ -665,12 +667,13 @@ class Viewer:
         select, view_key = self._forecast_rows(self.frame().vehicles)
         key = (id(self.source), self.source.version, self.source.cursor, view_key)
         if key != self._fc_key:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             hist = self.source.history(self.history_steps,
                                        int(getattr(self.predictor, "n_neighbors", 0)), select)
             pred = self.predictor.predict(hist, self.horizon_steps)
             self._fc_ms = 1e3 * (time.perf_counter() - t0)
             self.predict_ms.append(self._fc_ms)
+            self.predict_cpu_ms.append(1e3 * (time.thread_time() - c0))
             self._fc = R.Forecasts(rows=select, prediction=pred, dt_s=self.source.dt_s)
             self._fc_key = key
         return self._fc
@@ -734,9 +737,10 @@ class Viewer:
         t0 = time.perf_counter()
         out = R.render(scene, self.view, surface)
         self.render_ms.append(1e3 * (time.perf_counter() - t0))
-        pred = self.predict_ms[-1] if len(self.predict_ms) > n_pred else 0.0
-        self.draw_predict_ms.append(pred)
-        self.frame_cpu_ms.append(1e3 * (time.thread_time() - c0))
+        new = len(self.predict_ms) > n_pred
+        self.draw_predict_ms.append(self.predict_ms[-1] if new else 0.0)
+        self.draw_predict_cpu_ms.append(self.predict_cpu_ms[-1] if new else 0.0)
+        self.draw_cpu_ms.append(1e3 * (time.thread_time() - c0))
         return out
 
     def screenshot(self, surface: pygame.Surface) -> Path:
@@ -765,10 +769,12 @@ class Viewer:
 
         frame = [s + r for s, r in zip(self.scene_ms, self.render_ms)]
         both = [f + p for f, p in zip(frame, self.draw_predict_ms)]
+        cpu = [c - p for c, p in zip(self.draw_cpu_ms, self.draw_predict_cpu_ms)]
         return {"frame_ms": stats(frame), "render_ms": stats(self.render_ms),
                 "scene_ms": stats(self.scene_ms), "predict_ms": stats(self.predict_ms),
                 "frame_with_predict_ms": stats(both) if self.predict_ms else None,
-                "frame_cpu_ms": stats(self.frame_cpu_ms)}
+                "frame_cpu_ms": stats(cpu), "predict_cpu_ms": stats(self.predict_cpu_ms),
+                "frame_with_predict_cpu_ms": stats(self.draw_cpu_ms)}
 
 
 # ---- the window ----------------------------------------------------------------------------
@@ -1028,5 +1034,6 @@ def benchmark_render(vehicles: int = 100, frames: int = 100, predictor=None,
                             is not None),
         "frame_ms": prof["frame_ms"], "predict_ms": prof["predict_ms"],
         "frame_with_predict_ms": prof["frame_with_predict_ms"] or prof["frame_ms"],
-        "frame_cpu_ms": prof["frame_cpu_ms"],
+        "frame_cpu_ms": prof["frame_cpu_ms"], "predict_cpu_ms": prof["predict_cpu_ms"],
+        "frame_with_predict_cpu_ms": prof["frame_with_predict_cpu_ms"],
     }
