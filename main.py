@@ -830,7 +830,7 @@ def cmd_train(args) -> int:
         bar.update(1)
 
     try:
-        data = load_data(args.data, sim_repeats=args.sim_seeds,
+        data = load_data(args.data, sim_seeds=args.sim_seeds,
                          sim_duration_s=args.sim_duration, workers=args.workers,
                          progress=sim_progress)
     except (TrackFileError, ValueError) as exc:
@@ -936,9 +936,9 @@ def add_train_parser(sub) -> None:
     p.add_argument("--split-seed", type=nonneg_int, default=0,
                    help="seed of the shared train/val/test split (default 0)")
     p.add_argument("--sim-seeds", type=positive_int, default=8,
-                   help="with --data sim: seeds per scenario case (default 8)")
-    p.add_argument("--sim-duration", type=positive_float, default=90.0,
-                   help="with --data sim: seconds per episode (default 90)")
+                   help="with --data sim: episodes per scenario of the suite (default 8)")
+    p.add_argument("--sim-duration", type=positive_float, default=120.0,
+                   help="with --data sim: longest episode, s (default 120)")
     p.add_argument("--workers", type=positive_int, default=2,
                    help="processes simulating the suite (default 2)")
     p.add_argument("--threads", type=positive_int, default=2,

@@ -271,25 +271,42 @@ def with_history(config: RnnConfig, history_s: float, horizon_s: float) -> RnnCo
 # ---- training data --------------------------------------------------------------------------
 
 
-def simulate_suite(suite: str = "all", repeats: int = 8, duration_s: float | None = 90.0,
-                   workers: int = 1, progress: Callable[[int, int], None] | None = None):
-    """Track files of every case of a scenario suite, `repeats` seeds each (deterministic).
-    Returns [(episode name, Tracks)]."""
-    from scenarios.suite import episodes
+def training_episodes(seeds: int = 8, max_duration_s: float = 120.0,
+                      suite: str = "all") -> list:
+    """WorldSpecs for training data: every scenario of the suite `seeds` times (sweeps of 8+
+    cases up to 3x as often), each time with its own derived seed and, for sweeps, another
+    case (spread over the sweep), capped at max_duration_s. Deterministic; episodes are keyed "scenario:seed" for the split."""
+    from scenarios.loader import derive_seed
+    from scenarios.suite import resolve
 
-    specs = episodes(suite, repeats=repeats, duration_s=duration_s)
+    specs = []
+    for sc in resolve(suite):
+        # sweeps (cut-in aggressiveness, CCR speeds) get up to three times as many episodes
+        for r in range(seeds * max(1, min(3, sc.n_cases // 8))):
+            case = (r * 7919) % sc.n_cases
+            spec = sc.spec(case, seed=derive_seed(sc.seed, 1000 + r))
+            specs.append(replace(spec, duration_s=min(spec.duration_s, max_duration_s)))
+    return specs
+
+
+def simulate_suite(seeds: int = 8, max_duration_s: float = 120.0, workers: int = 1,
+                   progress: Callable[[int, int], None] | None = None, suite: str = "all"):
+    """Track files of `training_episodes` (deterministic whatever the worker count).
+    Returns [(episode name, Tracks)]."""
+    specs = training_episodes(seeds, max_duration_s, suite)
+    names = [f"{spec.name}:{spec.seed}" for spec in specs]
     out = []
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(workers) as pool:
             for i, tracks in enumerate(pool.map(_simulate, specs, chunksize=1)):
-                out.append((f"{specs[i].name}:{specs[i].seed}", tracks))
+                out.append((names[i], tracks))
                 if progress:
                     progress(i + 1, len(specs))
     else:
         for i, spec in enumerate(specs):
-            out.append((f"{spec.name}:{spec.seed}", _simulate(spec)))
+            out.append((names[i], _simulate(spec)))
             if progress:
                 progress(i + 1, len(specs))
     return out
@@ -301,7 +318,7 @@ def _simulate(spec):
     return run(make_world(spec)).tracks
 
 
-def load_data(sources: Sequence[str], sim_repeats: int = 8, sim_duration_s: float = 90.0,
+def load_data(sources: Sequence[str], sim_seeds: int = 8, sim_duration_s: float = 120.0,
               workers: int = 1, progress=None):
     """[(name, Tracks)] from `sim` (the scenario suite), track files and NGSIM files."""
     from scenarios.ngsim import looks_like_ngsim, read_ngsim
@@ -310,7 +327,7 @@ def load_data(sources: Sequence[str], sim_repeats: int = 8, sim_duration_s: floa
     out = []
     for src in sources:
         if src == "sim":
-            out.extend(simulate_suite("all", sim_repeats, sim_duration_s, workers, progress))
+            out.extend(simulate_suite(sim_seeds, sim_duration_s, workers, progress))
         elif looks_like_ngsim(src):
             out.append((src, read_ngsim(src)))
         else:
