@@ -245,7 +245,7 @@ class Scene:
     reacts_to: int = -1
     ttc_s: np.ndarray | None = None
     selected: int = -1
-    lane_signal: np.ndarray | None = None  # (L,) signal per lane: -1 none, 0 red, 1 amber, 2 green
+    lane_signal: np.ndarray | None = None  # (L,) per lane: -1 none, 0 red, 1 amber, 2 green
     hud: Hud | None = None
     timeline: Timeline | None = None
     toast: str = ""
@@ -341,6 +341,7 @@ class _RoadArt:
     stop_lines: list[np.ndarray] = field(default_factory=list)  # (4, 2) quads
     stop_lanes: list[int] = field(default_factory=list)  # the lane of each stop line
     junctions: list[np.ndarray] = field(default_factory=list)  # (P, 2) polygons
+    signal_lights: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))  # (L, 2)
 
 
 _ART: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -577,6 +578,7 @@ def _build_road_art(road: Road) -> _RoadArt:
     art.junctions = _junction_fills(art.centres, [np.concatenate([a, b]) for a, b in
                                                   zip(lefts, rights)], in_junction)
     art.junctions += [f for f in _fork_fills(road, art.centres, in_junction) if len(f) >= 3]
+    art.signal_lights = _signal_lights(road)
     dashes, dash_w = [], []
     for k, (_, nrm, st) in enumerate(geo):
         if in_junction[k]:
@@ -1059,16 +1061,50 @@ def _draw_plan(surface, plan_xy: np.ndarray, view: View) -> None:
 SIGNAL_RGB = {0: (235, 50, 50), 1: (255, 190, 40), 2: (40, 210, 110)}  # red, amber, green
 
 
+SIGNAL_LIGHT_M = 0.5  # radius of a connector's signal light
+
+
+def _signal_lights(road: Road) -> np.ndarray:
+    """(L, 2) where each connector lane's signal light sits: just inside the junction at its
+    start, shifted left / right for left / right turns so the lights of one approach lane sit
+    side by side; NaN for other lanes."""
+    out = np.full((road.n_lanes, 2), np.nan)
+    in_junction = getattr(road, "in_junction", None)
+    if in_junction is None:
+        return out
+    turn = np.asarray(getattr(road, "turn", np.full(road.n_lanes, -1)))
+    for k in np.flatnonzero(in_junction):
+        a = road.lane_start[k]
+        h = road.seg_heading[a]
+        t, n = np.array([math.cos(h), math.sin(h)]), np.array([-math.sin(h), math.cos(h)])
+        shift = {1: 0.32, 2: -0.32}.get(int(turn[k]), 0.0) * road.width_m[k]
+        out[k] = np.array([road.px[a], road.py[a]]) + 1.3 * t + shift * n
+    return out
+
+
 def _draw_signals(surface, road: Road, lane_signal: np.ndarray, view: View) -> None:
-    """Stop lines in the colour of their lane's signal (sim.intersection SIG_* codes)."""
+    """Signals (sim.intersection SIG_* codes per lane): a light at the start of each
+    connector lane that has one; an approach lane with one gets its stop line coloured."""
     art = road_art(road)
+    sig = np.asarray(lane_signal)
     for quad, lane in zip(art.stop_lines, art.stop_lanes):
-        code = int(lane_signal[lane]) if lane < len(lane_signal) else -1
+        code = int(sig[lane]) if lane < len(sig) else -1
         if code in SIGNAL_RGB:
             back = quad[3] - quad[0]  # the bar, three stop lines deep, upstream of the line
             bar = np.stack([quad[0], quad[1], quad[2] + 2 * back, quad[3] + 2 * back])
             sx, sy = view.to_screen(bar[:, 0], bar[:, 1])
             pygame.draw.polygon(surface, SIGNAL_RGB[code], _ipts(sx, sy))
+    lights = art.signal_lights
+    n = min(len(sig), len(lights))
+    show = np.flatnonzero(np.isin(sig[:n], list(SIGNAL_RGB)) & np.isfinite(lights[:n, 0]))
+    if len(show):
+        sx, sy = view.to_screen(lights[show, 0], lights[show, 1])
+        r = max(3, int(round(SIGNAL_LIGHT_M * view.px_per_m)))
+        for x, y, code in zip(sx.round().astype(int).tolist(), sy.round().astype(int).tolist(),
+                              sig[show].tolist()):
+            pygame.gfxdraw.filled_circle(surface, x, y, r + 1, (20, 22, 26))
+            pygame.gfxdraw.filled_circle(surface, x, y, r, SIGNAL_RGB[code])
+            pygame.gfxdraw.aacircle(surface, x, y, r, SIGNAL_RGB[code])
 
 
 def _ring(surface, v: Vehicles, row: int, view: View, colour, pad_m: float = 0.8) -> None:

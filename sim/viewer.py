@@ -220,6 +220,10 @@ class LiveSource:
                 trails[same, j, 0] = p.x[r]
                 trails[same, j, 1] = p.y[r]
         ann = self.annotate(st) if self.annotate is not None else None
+        signals = None if ann is None else ann.lane_signal
+        junction = getattr(self.world, "junction", None)
+        if signals is None and junction is not None and getattr(junction, "signals", False):
+            signals = junction.lane_signals(float(st.t_s))
         action = ann.action if ann is not None and ann.action else describe_ego(st)
         if ann is not None and ann.threat_ids:
             vehicles = replace(vehicles, threat=np.isin(vehicles.ids, ann.threat_ids))
@@ -228,7 +232,7 @@ class LiveSource:
                      truth=None, collided_so_far=collided, action=action,
                      plan_xy=None if ann is None else ann.plan_xy,
                      reacts_to_id=-1 if ann is None else ann.reacts_to_id,
-                     lane_signal=None if ann is None else ann.lane_signal)
+                     lane_signal=signals)
 
     def history(self, history_steps: int, n_neighbors: int, select: np.ndarray | None = None):
         """sim.forecast.History at the cursor of the frame's vehicles `select` (indices into
