@@ -208,7 +208,8 @@ class Hud:
     ego_speed_mps: float = math.nan
     ego_accel_mps2: float = math.nan
     action: str = ""
-    min_ttc_s: float = math.inf
+    ttc_s: float = math.inf  # of the ego (or selected vehicle) with the vehicle ahead, now
+    min_ttc_s: float = math.nan  # the ego's least TTC so far in this episode (NaN: unknown)
     collisions: int | None = None  # vehicles that have been in a collision so far
     predictor: str = ""
     predictor_ms: float = math.nan
@@ -1134,6 +1135,10 @@ def _draw_ids(surface, v: Vehicles, rows: np.ndarray, view: View) -> None:
         surface.blit(img, (int(sx) - img.get_width() // 2, int(sy) + off))
 
 
+def _ttc_colour(t: float):
+    return DANGER if t < TTC_DANGER_S else WARN if t < TTC_WARN_S else TEXT
+
+
 def _fmt_ttc(t: float) -> str:
     return "-" if not math.isfinite(t) else f"{t:.1f} s"
 
@@ -1148,10 +1153,10 @@ def _draw_hud(surface, hud: Hud, view: View) -> None:
         rows.append((hud.target or "ego", f"{hud.ego_speed_mps * 3.6:5.0f} km/h{acc}", TEXT))
     if hud.action:
         rows.append(("action", hud.action, TEXT))
-    if math.isfinite(hud.ego_speed_mps) or math.isfinite(hud.min_ttc_s):
-        colour = (DANGER if hud.min_ttc_s < TTC_DANGER_S else WARN if hud.min_ttc_s < TTC_WARN_S
-                  else TEXT)
-        rows.append(("min TTC", _fmt_ttc(hud.min_ttc_s), colour))
+    if math.isfinite(hud.ego_speed_mps):
+        rows.append(("TTC", _fmt_ttc(hud.ttc_s), _ttc_colour(hud.ttc_s)))
+    if not math.isnan(hud.min_ttc_s):
+        rows.append(("min TTC", _fmt_ttc(hud.min_ttc_s), _ttc_colour(hud.min_ttc_s)))
     if hud.collisions is not None:
         rows.append(("collided", str(hud.collisions), DANGER if hud.collisions else TEXT))
     if hud.vehicles is not None:

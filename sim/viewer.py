@@ -64,6 +64,7 @@ class Frame:
     trails: np.ndarray
     truth: np.ndarray | None
     collided_so_far: int
+    ego_min_ttc_s: float = math.nan  # the ego's least TTC up to this step (NaN: no ego)
     action: str = ""
     plan_xy: np.ndarray | None = None
     reacts_to_id: int = -1
@@ -104,6 +105,7 @@ class LiveSource:
         self._rng = np.random.default_rng(self.world.spec.seed)
         self._counters = Counters()
         self._states: list[TrafficState] = []
+        self._min_ttc: list[float] = []  # the ego's least TTC up to each kept state
         self._base = 0  # absolute index of _states[0]
         self._collided_ids: set[int] = set()
         self._hb: HistoryBuffer | None = None
@@ -118,11 +120,14 @@ class LiveSource:
         if self._states and state.step <= self._states[-1].step:
             keep = max(0, state.step - self._states[0].step)
             del self._states[keep:]
+            del self._min_ttc[keep:]
             if not self._states:
                 self._base = state.step
             self.version += 1
             self._hb_index = -1
         self._states.append(state)
+        prev = self._min_ttc[-1] if self._min_ttc and len(self._states) > 1 else math.inf
+        self._min_ttc.append(min(prev, ego_ttc_s(state)))
         if self.recorder is not None:
             self.recorder.append(state)
         hit = state.ids[state.active & state.collided]
@@ -130,6 +135,7 @@ class LiveSource:
         if len(self._states) > self.max_history + self.max_history // 8:
             drop = len(self._states) - self.max_history
             del self._states[:drop]
+            del self._min_ttc[:drop]
             self._base += drop
         self.cursor = self.head
 
@@ -230,6 +236,8 @@ class LiveSource:
         collided = len(self._collided_ids)
         return Frame(t_s=float(st.t_s), index=self.cursor, vehicles=vehicles, trails=trails,
                      truth=None, collided_so_far=collided, action=action,
+                     ego_min_ttc_s=(self._min_ttc[self.cursor - self._base]
+                                    if self.world.spec.ego is not None else math.nan),
                      plan_xy=None if ann is None else ann.plan_xy,
                      reacts_to_id=-1 if ann is None else ann.reacts_to_id,
                      lane_signal=signals)
@@ -251,6 +259,17 @@ class LiveSource:
         rows = np.flatnonzero(self.state.active)
         return self._hb.history(self.state, rows if select is None else rows[select],
                                 n_neighbors)
+
+
+def ego_ttc_s(state: TrafficState) -> float:
+    """The ego's time to collision with the vehicle ahead in its corridor, s (inf: none)."""
+    ego = np.flatnonzero(state.active & (state.role == ROLE_EGO))
+    if len(ego) == 0:
+        return math.inf
+    rows = np.flatnonzero(state.active)
+    v = R.Vehicles.from_state(state, rows)
+    i = int(np.searchsorted(rows, ego[0]))
+    return float(R.ttc_ahead(v, np.array([i]))[0][i])
 
 
 def describe_ego(state: TrafficState) -> str:
@@ -293,6 +312,7 @@ class ReplaySource:
         self._first_collided = np.where(hit, np.argmax(coll, axis=1), np.iinfo(np.int64).max)
         self.duration_s = float(tracks.t[-1] - tracks.t[0])
         self.truth_steps = 30
+        self._min_ttc = None  # the ego's running least TTC per step, computed when first asked
 
     @property
     def first(self) -> int:
@@ -339,38 +359,58 @@ class ReplaySource:
     def rows(self) -> np.ndarray:
         return np.flatnonzero(self._present[:, self.cursor])
 
-    def frame(self) -> Frame:
-        tr, i = self.tracks, self.cursor
-        rows = self.rows()
+    def _at(self, name: str, rows: np.ndarray, cols) -> np.ndarray:
+        """Array `name` of the file at rows x cols (an index or a slice), float64."""
+        return np.asarray(getattr(self.tracks, name)[rows, cols], np.float64)
 
-        def at(name, cols):
-            return np.asarray(getattr(tr, name)[rows][:, cols], np.float64)
-
-        x, y, vx, vy, heading = (at(k, i) for k in ("x", "y", "vx", "vy", "heading"))
+    def vehicles_at(self, i: int) -> tuple[np.ndarray, R.Vehicles]:
+        """The agents present at step i: their rows in the file and their Vehicles.
+        Acceleration: the speed change over the last 0.3 s (NaN at the first step)."""
+        tr = self.tracks
+        rows = np.flatnonzero(self._present[:, i])
+        x, y, vx, vy, heading = (self._at(k, rows, i) for k in ("x", "y", "vx", "vy", "heading"))
         back = min(i, max(1, int(round(0.3 / self.dt_s))))
         if back:
-            v_then = np.hypot(at("vx", i - back), at("vy", i - back))
+            v_then = np.hypot(self._at("vx", rows, i - back), self._at("vy", rows, i - back))
             accel = (np.hypot(vx, vy) - v_then) / (back * self.dt_s)
         else:
             accel = np.full(len(rows), np.nan)
         kind = (tr.kind[rows] if tr.kind is not None else np.full(len(rows), -1, np.int8))
         collided = (tr.collided[rows, i] if tr.collided is not None
                     else np.zeros(len(rows), bool))
-        vehicles = R.Vehicles(
+        return rows, R.Vehicles(
             ids=tr.ids[rows], x=x, y=y, heading=heading, length=tr.length[rows].astype(float),
             width=tr.width[rows].astype(float), vx=vx, vy=vy, accel=accel, kind=kind,
             ego=rows == tr.ego, collided=collided, threat=np.zeros(len(rows), bool))
-        n_trail = int(round(TRAIL_S / self.dt_s))
-        lo = max(0, i - n_trail)
-        trails = np.stack([at("x", slice(lo, i + 1)), at("y", slice(lo, i + 1))], axis=-1)
+
+    def frame(self) -> Frame:
+        tr, i = self.tracks, self.cursor
+        rows, vehicles = self.vehicles_at(i)
+        lo = max(0, i - int(round(TRAIL_S / self.dt_s)))
+        trails = np.stack([self._at("x", rows, slice(lo, i + 1)),
+                           self._at("y", rows, slice(lo, i + 1))], axis=-1)
         f = self.truth_steps
         truth = np.full((len(rows), f, 2), np.nan)
         hi = min(self.head, i + f)
         if hi > i:
-            truth[:, : hi - i, 0] = at("x", slice(i + 1, hi + 1))
-            truth[:, : hi - i, 1] = at("y", slice(i + 1, hi + 1))
+            truth[:, : hi - i, 0] = self._at("x", rows, slice(i + 1, hi + 1))
+            truth[:, : hi - i, 1] = self._at("y", rows, slice(i + 1, hi + 1))
         return Frame(t_s=float(tr.t[i]), index=i, vehicles=vehicles, trails=trails,
-                     truth=truth, collided_so_far=int((self._first_collided <= i).sum()))
+                     truth=truth, collided_so_far=int((self._first_collided <= i).sum()),
+                     ego_min_ttc_s=float(self.ego_min_ttc()[i]) if tr.ego >= 0 else math.nan)
+
+    def ego_min_ttc(self) -> np.ndarray:
+        """(T,) the ego's least TTC from the file's start up to each step, s (computed once,
+        when first asked)."""
+        if self._min_ttc is None:
+            tr = self.tracks
+            ttc = np.full(tr.n_steps, np.inf)
+            for i in np.flatnonzero(self._present[tr.ego]).tolist():
+                rows, v = self.vehicles_at(i)
+                e = int(np.searchsorted(rows, tr.ego))
+                ttc[i] = R.ttc_ahead(v, np.array([e]))[0][e]
+            self._min_ttc = np.minimum.accumulate(ttc)
+        return self._min_ttc
 
     def history(self, history_steps: int, n_neighbors: int, select: np.ndarray | None = None):
         rows = self.rows() if select is None else self.rows()[select]
@@ -718,7 +758,8 @@ class Viewer:
             target="ego" if target >= 0 and v.ego[target] else (
                 f"#{int(v.ids[target])}" if target >= 0 else ""),
             action=fr.action if len(ego_rows) else "",
-            min_ttc_s=float(ttc[target]) if target >= 0 else math.inf,
+            ttc_s=float(ttc[target]) if target >= 0 else math.inf,
+            min_ttc_s=fr.ego_min_ttc_s,
             collisions=fr.collided_so_far,
             predictor=self.predictor.name if self.predictor is not None else "",
             predictor_ms=math.nan if self.headless else self._fc_ms,  # frames: same bytes

@@ -358,3 +358,15 @@ def test_recording_from_the_window_source_equals_run(tmp_path):
     ref = run(small_world(duration_s=1.0)).tracks
     assert np.array_equal(tracks.x, ref.x, equal_nan=True) and tracks.meta == ref.meta
     assert read_tracks  # the same writer reads both
+
+
+def test_min_ttc_so_far_agrees_between_the_live_run_and_its_replay(recording):
+    src = V.LiveSource(small_world(duration_s=4.0))
+    live = [src.frame().ego_min_ttc_s]
+    while src.step_forward():
+        live.append(src.frame().ego_min_ttc_s)
+    replay = V.ReplaySource(recording, "rec").ego_min_ttc()
+    assert len(live) == len(replay)
+    assert np.allclose(live, replay, rtol=1e-4)  # the file holds float32 positions
+    assert np.all(replay[1:] <= replay[:-1]) and np.isfinite(replay[-1])
+    assert V.ego_ttc_s(src.state) >= replay[-1]
