@@ -377,16 +377,18 @@ def run_window_mode(args, world) -> int:
     return 0
 
 
-def frame_hook(args, world):
+def frame_hook(args, world, inner=None, annotate=None):
     """`run --headless` with --frames-dir, --gif or --profile: a hook that draws the run's
-    states (sim.viewer.FrameHook), else None."""
+    states (sim.viewer.FrameHook), else None. `inner`: a control hook (the avoidance) that
+    runs first and whose decisions `annotate(state)` describes for drawing."""
     if not (args.frames_dir or args.gif or args.profile):
         return None
     from sim.viewer import FrameHook, LiveSource
 
     gif = _gif_writer(args, world.dt_s * args.frame_every)
-    viewer = _viewer(args, LiveSource(world, max_history=64), headless=True, what="run")
-    return FrameHook(viewer, args.frames_dir, args.frame_every, gif)
+    source = LiveSource(world, annotate=annotate, max_history=64)
+    viewer = _viewer(args, source, headless=True, what="run")
+    return FrameHook(viewer, args.frames_dir, args.frame_every, gif, inner=inner)
 
 
 def finish_frames(args, frames, state, summary: dict) -> None:

@@ -979,12 +979,15 @@ def write_frames(viewer: Viewer, n_steps: int, frames_dir: str | os.PathLike | N
 
 
 class FrameHook:
-    """Draws the states of a run driven elsewhere (sim.world.run): pass `hook` as (part of)
-    run's control hook, and call finish(result.state) at the end. The hook only observes."""
+    """Draws the states of a run driven elsewhere (sim.world.run): pass `hook` as run's
+    control hook, and call finish(result.state) at the end. It only observes; a control hook
+    of its own (`inner`, e.g. the ego's avoidance) runs first and its Override is returned,
+    so what it decided for a state can be drawn with that state."""
 
     def __init__(self, viewer: Viewer, frames_dir: str | os.PathLike | None, every: int = 1,
-                 gif: GifWriter | None = None):
+                 gif: GifWriter | None = None, inner=None):
         self.viewer = viewer
+        self.inner = inner
         self.out = Path(frames_dir) if frames_dir is not None else None
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -1006,8 +1009,9 @@ class FrameHook:
             self.drawn += 1
 
     def hook(self, state, world, lane_index, accel):
+        override = None if self.inner is None else self.inner(state, world, lane_index, accel)
         self._take(state)
-        return None
+        return override
 
     def finish(self, state: TrafficState) -> None:
         self._take(state)

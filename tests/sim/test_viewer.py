@@ -370,3 +370,22 @@ def test_min_ttc_so_far_agrees_between_the_live_run_and_its_replay(recording):
     assert np.allclose(live, replay, rtol=1e-4)  # the file holds float32 positions
     assert np.all(replay[1:] <= replay[:-1]) and np.isfinite(replay[-1])
     assert V.ego_ttc_s(src.state) >= replay[-1]
+
+
+def test_frame_hook_passes_an_inner_control_hook_through(tmp_path):
+    from sim.world import Override
+
+    calls = []
+
+    def brake_ego(state, world, index, accel):
+        calls.append(state.step)
+        return Override(rows=np.array([0]), accel_mps2=np.array([-2.0]))
+
+    world = small_world(duration_s=0.5)
+    viewer = V.Viewer(V.LiveSource(world, max_history=16), view=small_view(), headless=True)
+    hook = V.FrameHook(viewer, None, every=1, inner=brake_ego)
+    res = run(world, hook=hook.hook, record_every=None)
+    hook.finish(res.state)
+    ref = run(small_world(duration_s=0.5), hook=brake_ego, record_every=None)
+    assert calls == list(range(5)) * 2 and hook.drawn == 6
+    assert np.array_equal(res.state.x, ref.state.x)
