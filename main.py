@@ -762,6 +762,11 @@ def cmd_import_ngsim(args) -> int:
               f"{tracks.meta['location']}), duplicates dropped {info['duplicates_dropped']}, "
               f"speed median {info['speed_mps_p50']} / max {info['speed_mps_max']} m/s, "
               f"{info['wall_s']} s")
+    acc = info["kinematics"]["accel_mps2"]
+    if acc:
+        say(args, f"  acceleration (m/s^2): p0.1 {acc['p0.1']}, p1 {acc['p1']}, median "
+                  f"{acc['p50']}, p99 {acc['p99']}, p99.9 {acc['p99.9']}, min {acc['min']}, "
+                  f"max {acc['max']}")
     if args.json:
         write_json(args.json, info)
     return 0

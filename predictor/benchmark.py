@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from predictor import metrics
-from predictor.split import agent_mask, by_vehicle
+from predictor.split import agent_mask, agent_split, by_vehicle
 from sim.forecast import (
     Prediction,
     Predictor,
@@ -278,6 +278,19 @@ def score(pred: Prediction, future_xy: np.ndarray, k: int, miss_m: float):
 # ---- running ------------------------------------------------------------------------------------
 
 
+def _file_info(ep: Episode, seed: int) -> dict:
+    """Per input file: its step, what predictors saw, and how it was split."""
+    splits = agent_split(ep.truth, ep.path, seed)
+    info = {"path": ep.path, "dt_s": ep.truth.dt_s, "inputs": ep.inputs_kind}
+    if by_vehicle(ep.truth):
+        info["split_unit"] = "vehicle"
+        info["vehicles"] = {s: int((splits == s).sum()) for s in ("train", "val", "test")}
+    else:
+        info["split_unit"] = "episode"
+        info["split"] = str(splits[0]) if len(splits) else None
+    return info
+
+
 def _group_keys(spec: BenchmarkSpec, ep: Episode, truth: Tracks, rows, cols, horizon) -> list:
     if spec.by == "file":
         return [ep.path] * len(rows)
@@ -423,9 +436,7 @@ def run_benchmark(episodes: list[Episode], predictors: list[Predictor],
         "history_s": spec.history_s, "horizon_s": spec.horizon_s, "stride_s": spec.stride_s,
         "k": spec.k, "split": spec.split, "split_seed": spec.split_seed,
         "miss_threshold_m": spec.miss_threshold_m, "batch": spec.batch,
-        "files": [{"path": ep.path, "dt_s": ep.truth.dt_s, "inputs": ep.inputs_kind,
-                   "split_unit": "vehicle" if by_vehicle(ep.truth) else "episode"}
-                  for ep in episodes],
+        "files": [_file_info(ep, spec.split_seed) for ep in episodes],
         "fitted_on": "train split" if spec.fit else None,
     }
     if spec.by == "maneuver":

@@ -418,8 +418,32 @@ def read_ngsim(path: str | os.PathLike, location: str | None = None,
     return tracks_from_rows(cols, str(path), location, settings, progress)
 
 
+def kinematics(tracks: Tracks) -> dict:
+    """Distribution of speed (m/s), longitudinal acceleration d|v|/dt (m/s^2), lateral
+    acceleration dvy/dt (m/s^2, y across the road) and longitudinal jerk (m/s^3) over all
+    present steps: percentiles 0.1, 1, 50, 99, 99.9 and min / max, rounded."""
+    vx, vy = tracks.vx.astype(np.float64), tracks.vy.astype(np.float64)
+    speed = np.hypot(vx, vy)
+    acc = np.diff(speed, axis=1) / tracks.dt_s
+    lat = np.diff(vy, axis=1) / tracks.dt_s
+    jerk = np.diff(acc, axis=1) / tracks.dt_s
+    out = {}
+    for name, arr in (("speed_mps", speed), ("accel_mps2", acc), ("lat_accel_mps2", lat),
+                      ("jerk_mps3", jerk)):
+        v = arr[np.isfinite(arr)]
+        if v.size == 0:
+            out[name] = None
+            continue
+        p = np.percentile(v, [0.1, 1, 50, 99, 99.9])
+        out[name] = {"min": round(float(v.min()), 2), "p0.1": round(float(p[0]), 2),
+                     "p1": round(float(p[1]), 2), "p50": round(float(p[2]), 2),
+                     "p99": round(float(p[3]), 2), "p99.9": round(float(p[4]), 2),
+                     "max": round(float(v.max()), 2)}
+    return out
+
+
 def describe(tracks: Tracks) -> dict:
-    """A short summary of an imported file for the CLI."""
+    """A short summary of an imported file for the CLI, with its kinematics."""
     speed = np.hypot(tracks.vx, tracks.vy)[tracks.present]
     return {"agents": tracks.n_agents, "steps": tracks.n_steps,
             "duration_s": round(float(tracks.t[-1]), 1),
@@ -427,4 +451,5 @@ def describe(tracks: Tracks) -> dict:
             "duplicates_dropped": tracks.meta["duplicates_dropped"],
             "speed_mps_p50": round(float(np.median(speed)), 2),
             "speed_mps_max": round(float(speed.max()), 2),
+            "kinematics": kinematics(tracks),
             "meta": json.loads(json.dumps(tracks.meta))}
