@@ -37,7 +37,7 @@ MAX_FILE_BYTES = 1 << 20
 MAX_CASES = 10_000
 MAX_AXIS_VALUES = 1_000
 MAX_LIST = 64  # longest list a setting may hold (per-lane values, phases, ...)
-ROAD_PARAM_LIMITS = {"ds_m": (0.1, 50.0)}  # road builder parameters the builders leave open
+ROAD_PARAM_LIMITS = {"ds_m": (0.5, 50.0)}  # road builder parameters the builders leave open
 KPH_PER_MPS = 3.6
 
 # physical bounds of the per-driver distributions: draws are clipped to [lo, hi] inside these

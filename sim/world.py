@@ -103,8 +103,7 @@ def make_world(spec: WorldSpec, road: Road | None = None) -> World:
     for name, values in (("lane_flows_vph", traffic.lane_flows_vph),
                          ("density_vpkm_per_lane", traffic.density_vpkm_per_lane)):
         if len(values) not in ((0, n_main) if name == "lane_flows_vph" else (0, 1, n_main)):
-            raise FieldError(f"traffic.{name}", f"one value per main entry lane ({n_main}), "
-                             f"got {len(values)}")
+            raise FieldError(f"traffic.{name}", f"one value per main entry lane ({n_main})")
     if traffic.density_vpkm_per_lane:
         most = 1000.0 / world.min_fill_spacing_m()
         if max(traffic.density_vpkm_per_lane) > most:
