@@ -240,6 +240,7 @@ class KalmanFilter:
     n_neighbors: int = 0
 
     FIT_FIELDS = ("sigma_lon_mps2", "sigma_lat_mps2", "tau_s", "sigma_pos_m", "sigma_vel_mps")
+    fit_max_samples = FIT_MAX_SAMPLES  # `fitted` uses an evenly spaced subset of at most this
 
     def __post_init__(self) -> None:
         for f in self.FIT_FIELDS:

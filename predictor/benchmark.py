@@ -332,8 +332,9 @@ def _fit(preds: list[Predictor], per_ep: list, spec: BenchmarkSpec, n_nb: int):
     out, info = [], {}
     for p in preds:
         if hasattr(p, "fitted"):
+            used = min(len(fut), getattr(p, "fit_max_samples", len(fut)))
             p = p.fitted(hist, fut)
-            info[p.name] = {"samples": len(fut), "params": p.params()}
+            info[p.name] = {"samples": used, "params": p.params()}
         out.append(p)
     return out, info
 
