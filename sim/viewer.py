@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -829,21 +830,59 @@ class NoDisplayError(RuntimeError):
     """No screen to open a window on."""
 
 
+HEADLESS_DRIVERS = ("dummy", "offscreen")  # SDL video drivers that show nothing
+
+
 def check_display() -> None:
-    """Raise NoDisplayError (one line) when no window can be opened here."""
+    """Raise NoDisplayError (one line) when no window can be opened here. SDL's own
+    complaints on stderr while it tries its drivers are captured into that line."""
+    hint = "; use --headless --frames-dir DIR to write frames instead"
     driver = os.environ.get("SDL_VIDEODRIVER", "")
-    if driver in ("dummy", "offscreen"):
-        raise NoDisplayError(f"no display (SDL_VIDEODRIVER={driver}); use --headless "
-                             "--frames-dir DIR to write frames instead")
-    if os.name == "posix" and not os.uname().sysname == "Darwin" and not (
+    if driver in HEADLESS_DRIVERS:
+        raise NoDisplayError(f"no display (SDL_VIDEODRIVER={driver}){hint}")
+    if os.name == "posix" and os.uname().sysname != "Darwin" and not (
             os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or driver):
-        raise NoDisplayError("no display (DISPLAY and WAYLAND_DISPLAY are unset); use "
-                             "--headless --frames-dir DIR to write frames instead")
-    try:
-        pygame.display.init()
-    except pygame.error as exc:
-        raise NoDisplayError(f"cannot open a window ({exc}); use --headless --frames-dir "
-                             "DIR to write frames instead") from None
+        raise NoDisplayError(f"no display (DISPLAY and WAYLAND_DISPLAY are unset){hint}")
+    with _captured_stderr() as captured:
+        try:
+            pygame.display.init()
+            got = pygame.display.get_driver()
+            error = None
+        except pygame.error as exc:
+            got, error = "", str(exc)
+    sdl = " ".join(line.removeprefix("error: ") for line in captured.lines)
+    if error is not None or got in HEADLESS_DRIVERS:
+        pygame.display.quit()
+        why = error or f"SDL fell back to its {got!r} driver"
+        raise NoDisplayError(f"cannot open a window on display "
+                             f"{os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY')!r}"
+                             f" ({why}{'; ' + sdl if sdl else ''}){hint}")
+    if sdl:
+        print(sdl, file=sys.stderr)
+
+
+class _captured_stderr:
+    """Redirect file descriptor 2 (where SDL writes) to a temporary file for the block;
+    afterwards `lines` holds what was written."""
+
+    def __enter__(self):
+        import tempfile
+
+        sys.stderr.flush()
+        self.lines: list[str] = []
+        self._file = tempfile.TemporaryFile(mode="w+b")
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        text = self._file.read().decode(errors="replace")
+        self._file.close()
+        self.lines = [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def run_window(viewer: Viewer, fps_cap: int = 60, max_frames: int | None = None) -> None:
