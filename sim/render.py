@@ -809,6 +809,8 @@ def _blit_road(surface, road: Road, view: View) -> None:
         big = replace(view, width_px=w + 2 * mx, height_px=h + 2 * my,
                       center_x_m=vx / s, center_y_m=vy / s)
         layer_surface = pygame.Surface((big.width_px, big.height_px))
+        if pygame.display.get_init() and pygame.display.get_surface() is not None:
+            layer_surface = layer_surface.convert()  # the window's pixel format: fast blits
         layer_surface.fill(BG)
         _draw_road(layer_surface, road, big)
         layer = _Layer((s, w, h), layer_surface, vx, vy)

@@ -510,6 +510,10 @@ class Viewer:
         if not self.follow:
             return
         row = self._target_row(fr.vehicles)
+        if row < 0 and fr.vehicles.n and not fr.vehicles.ego.any():
+            # the followed vehicle has left (replays without an ego): follow another
+            self.selected_id = self._default_selection()
+            row = self._target_row(fr.vehicles)
         if row < 0:
             return
         v = fr.vehicles

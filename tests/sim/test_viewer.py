@@ -389,3 +389,28 @@ def test_frame_hook_passes_an_inner_control_hook_through(tmp_path):
     ref = run(small_world(duration_s=0.5), hook=brake_ego, record_every=None)
     assert calls == list(range(5)) * 2 and hook.drawn == 6
     assert np.array_equal(res.state.x, ref.state.x)
+
+
+def test_following_moves_on_when_the_followed_vehicle_leaves_a_replay():
+    from sim.tracks import Tracks
+
+    t = 0.1 * np.arange(21)
+    x = np.stack([10.0 * t, 5.0 + 12.0 * t]).astype(np.float32)
+    x[0, 10:] = np.nan  # vehicle 7 leaves after 1 s, vehicle 8 stays
+    y = np.where(np.isnan(x), np.nan, np.array([[0.0], [3.5]])).astype(np.float32)
+    vx = np.where(np.isnan(x), np.nan, np.array([[10.0], [12.0]])).astype(np.float32)
+    zero = np.where(np.isnan(x), np.nan, 0.0).astype(np.float32)
+    tracks = Tracks(t=t, x=x, y=y, vx=vx, vy=zero, heading=zero,
+                    length=np.full(2, 4.5, np.float32), width=np.full(2, 1.8, np.float32),
+                    ids=np.array([7, 8]), meta={"source": "test", "dt": 0.1})
+    src = V.ReplaySource(tracks, "two")
+    viewer = V.Viewer(src, view=small_view(), headless=True)
+    assert viewer.selected_id == 8  # no ego: the vehicle that stays longest
+    viewer.selected_id = 7
+    viewer.scene()
+    assert viewer.view.center_y_m == pytest.approx(0.0)
+    src.seek_index(15)
+    scene = viewer.scene()
+    assert viewer.selected_id == 8 and scene.hud.target == "#8"
+    assert viewer.view.center_y_m == pytest.approx(3.5)
+    assert scene.hud.min_ttc_s != scene.hud.min_ttc_s  # NaN: no ego in the file
