@@ -88,10 +88,17 @@ def apply_override(ov: Override, st: TrafficState, accel: np.ndarray, lc_rows: n
     accel[rows] = np.where(np.isnan(a), accel[rows], a)
     if ov.lane_change is not None:
         lc = np.asarray(ov.lane_change, np.int64)
+        cmd = lc >= 0
+        if not len(lc_rows) and not cmd.any():
+            lc = None  # nothing to start and nothing to cancel
+    if ov.lane_change is not None and lc is not None:
         if lc_s is None:
             lc_s = st.lane_change_s[lc_rows]
-        keep = ~np.isin(lc_rows, rows[lc != KEEP_CHOICE])
-        cmd = lc >= 0
+        keep = np.ones(len(lc_rows), bool)
+        if len(lc_rows):
+            replaced = np.zeros(st.capacity, bool)
+            replaced[rows[lc != KEEP_CHOICE]] = True
+            keep = ~replaced[lc_rows]
         dur = st.lane_change_s[rows[cmd]]
         if ov.lane_change_s is not None:
             given = np.asarray(ov.lane_change_s, float)[cmd]
@@ -303,15 +310,17 @@ def control(st: TrafficState, script: Script, road: Road, index: behavior.LaneIn
     lc_cmd = np.full(n_agents, -1, np.int64)
     lc_dur = np.full(n_agents, np.nan)
     lateral_busy = np.zeros(n_agents, bool)
-    if script.n_events:
+    if script.n_events and (ss.phase < DONE).any():
         ss = _advance_events(st, script, road, index, ss, v_set, lat, ramp, lc_cmd, lc_dur,
                              lateral_busy, alive, dt_s)
+    # a lane change (scripted or the driver's own) ends a held lateral offset
+    lat = np.where(alive & (st.lane_from[rows] >= 0), 0.0, lat)
     rows_a = rows[alive]
     if len(rows_a) == 0:
         return st.evolve(script=_with(ss, v_set, lat)), None
     speed = st.speed[rows]
-    cruise = np.clip((v_set - speed) / CRUISE_TAU_S, -st.comf_decel_mps2[rows],
-                     st.max_accel_mps2[rows])
+    cruise = np.minimum(np.maximum((v_set - speed) / CRUISE_TAU_S, -st.comf_decel_mps2[rows]),
+                        st.max_accel_mps2[rows])
     idm = accel[rows]
     blind = alive & (script.follow != FOLLOW_ALWAYS) & (script.driver != DRIVER_CRUISE)
     if blind.any():
@@ -324,7 +333,7 @@ def control(st: TrafficState, script: Script, road: Road, index: behavior.LaneIn
     is_cruise = script.driver == DRIVER_CRUISE
     base = np.where(is_cruise, cruise, np.minimum(idm, cruise))
     out = np.where(np.isnan(ramp), base, np.where(is_cruise, ramp, np.minimum(ramp, idm)))
-    out = np.clip(out, -behavior.MAX_DECEL_MPS2, None)
+    out = np.maximum(out, -behavior.MAX_DECEL_MPS2)
     lane_change = np.where(lc_cmd >= 0, lc_cmd,
                            np.where((script.driver == DRIVER_IDM) & ~lateral_busy,
                                     KEEP_CHOICE, NO_LANE_CHANGE))

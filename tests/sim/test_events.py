@@ -349,3 +349,27 @@ def test_per_lane_flows_and_a_density_fill():
         make_world(spec(traffic=bad, lanes=3))
     with pytest.raises(FieldError, match="density_vpkm_per_lane"):
         make_world(spec(traffic=TrafficSpec(density_vpkm_per_lane=(120.0,)), lanes=3))
+
+
+def test_a_lane_change_of_its_own_ends_an_actors_lateral_offset():
+    # an IDM actor held 0.8 m off centre behind a slow truck overtakes by MOBIL and finishes
+    s = spec([ActorSpec("a", 0, gap_m=30.0, speed_mps=25.0, desired_speed_mps=30.0,
+                        driver="idm", lateral_offset_m=0.8),
+              ActorSpec("truck", 0, gap_m=70.0, speed_mps=15.0, kind="truck")],
+             ego=EgoSpec(lane=1, station_m=50.0, speed_mps=10.0, desired_speed_mps=10.0,
+                         driver="cruise"), duration_s=15.0)
+    res, tr, v = simulate(s)
+    assert 1 in tr.lane[1] and res.counters.collisions == 0
+    world = make_world(s)
+    st = init_state(world, np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    changing, d = [], []
+    for _ in range(120):
+        st, _ = step(st, world, rng)
+        changing.append(st.lane_from[1] >= 0)
+        d.append(st.d[1])
+    first_end = np.flatnonzero(np.diff(np.asarray(changing, int)) == -1)
+    assert len(first_end), "the lane change never finished"
+    k = first_end[0] + 1
+    assert st.lane[1] == 1 or changing[-1]
+    assert np.abs(d[k:k + 20]).max() < 0.3  # centred in the new lane, the offset is gone
