@@ -347,6 +347,12 @@ def run_benchmark(episodes: list[Episode], predictors: list[Predictor],
     errors for plots). progress(done, total) is called after every batch."""
     if not episodes:
         raise BenchmarkInputError("no input files")
+    seen: set[str] = set()
+    for ep in episodes:
+        real = os.path.realpath(ep.path)
+        if real in seen:
+            raise BenchmarkInputError(f"{ep.path}: given twice (its samples would count twice)")
+        seen.add(real)
     groups: dict[float | None, list[Predictor]] = {}  # by the predictor's step (None: any)
     for p in predictors:
         groups.setdefault(None if p.dt_s is None else round(float(p.dt_s), 9), []).append(p)

@@ -252,6 +252,10 @@ def test_cli_bad_data(tmp_path):
     assert res.returncode == 2 and "junk.bin" in res.stderr and "not a track file" in res.stderr
     res = cli("benchmark", "predict", "--data", tmp_path / "missing.npz", "--quiet")
     assert res.returncode == 2 and "no such file" in res.stderr
+    twice = tmp_path / "twice.npz"
+    write_tracks(twice, straight_tracks())
+    res = cli("benchmark", "predict", "--data", twice, twice, "--split", "all", "--quiet")
+    assert res.returncode == 2 and "given twice" in res.stderr
     short = tmp_path / "short.npz"
     write_tracks(short, straight_tracks(n_steps=30))
     res = cli("benchmark", "predict", "--data", short, "--split", "all", "--quiet")

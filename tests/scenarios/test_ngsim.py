@@ -169,7 +169,9 @@ def test_bad_files_refused(tmp_path, content, needle):
     assert str(f) in str(exc.value) and isinstance(exc.value, TrackFileError)
 
 
-def test_cli_import_and_errors(tmp_path, ngsim_dir):
+def test_cli_import_and_errors(tmp_path, ngsim_dir, capsys):
+    import main
+
     out = tmp_path / "pt.npz"
     fixture = ngsim_dir / "fixtures" / "peachtree_official_csv_layout_5000rows.csv.gz"
     res = cli("import", "ngsim", fixture, "-o", out, "--quiet")
@@ -181,16 +183,19 @@ def test_cli_import_and_errors(tmp_path, ngsim_dir):
     res = cli("import", "ngsim", trunc, "-o", tmp_path / "t.npz", "--quiet")
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     assert "trunc.csv.gz" in res.stderr and "truncated" in res.stderr
-    assert not (tmp_path / "t.npz").exists()
-    # two locations need --location
+    assert "Traceback" not in res.stderr and not (tmp_path / "t.npz").exists()
+    # two locations need --location (in process: the same main(), faster)
     lines = gzip.open(fixture, "rt").read().splitlines()
     mixed = [lines[0]] + lines[1:200] + [ln.replace("peachtree", "lankershim")
                                          for ln in lines[200:400]]
     f = write_csv(tmp_path / "mixed.csv", lines[0], mixed[1:])
-    res = cli("import", "ngsim", f, "-o", tmp_path / "m.npz", "--quiet")
-    assert res.returncode == 2 and "--location" in res.stderr and "lankershim" in res.stderr
-    res = cli("import", "ngsim", f, "-o", tmp_path / "m.npz", "--quiet", "--location",
-              "lankershim")
-    assert res.returncode == 0, res.stderr
-    res = cli("import", "ngsim", f, "-o", tmp_path / "m.npz", "--window", "-1")
-    assert res.returncode == 2 and "window" in res.stderr
+    capsys.readouterr()
+    assert main.main(["import", "ngsim", str(f), "-o", str(tmp_path / "m.npz"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--location" in err and "lankershim" in err and not (tmp_path / "m.npz").exists()
+    assert main.main(["import", "ngsim", str(f), "-o", str(tmp_path / "m.npz"), "--quiet",
+                      "--location", "lankershim"]) == 0
+    assert read_tracks(tmp_path / "m.npz").meta["location"] == "lankershim"
+    assert main.main(["import", "ngsim", str(f), "-o", str(tmp_path / "w.npz"),
+                      "--window", "-1"]) == 2
+    assert "window" in capsys.readouterr().err
