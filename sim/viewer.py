@@ -891,20 +891,23 @@ class _captured_stderr:
 
 def run_window(viewer: Viewer, fps_cap: int = 60, max_frames: int | None = None) -> None:
     """The interactive loop: events, fixed-step time, drawing, until Esc or the window closes.
-    Call check_display() first."""
+    While paused and nothing happens, the last frame stays on screen (no redrawing, 20 checks
+    a second). Call check_display() first."""
     pygame.display.init()
     pygame.font.init()
     flags = pygame.RESIZABLE
-    screen = pygame.display.set_mode((viewer.view.width_px, viewer.view.height_px), flags)
+    pygame.display.set_mode((viewer.view.width_px, viewer.view.height_px), flags)
     pygame.display.set_caption(f"drivecast - {viewer.source.title}")
     pygame.key.set_repeat(300, 40)
     clock = pygame.time.Clock()
     last = time.perf_counter()
     frame_times: list[float] = []
     frames = 0
+    drawn_key = None
     try:
         while not viewer.quit:
-            for e in pygame.event.get():
+            events = pygame.event.get()
+            for e in events:
                 viewer.handle(e)
             now = time.perf_counter()
             viewer.advance(now - last)
@@ -916,11 +919,16 @@ def run_window(viewer: Viewer, fps_cap: int = 60, max_frames: int | None = None)
             screen = pygame.display.get_surface()
             if screen.get_size() != (viewer.view.width_px, viewer.view.height_px):
                 viewer.resize(*screen.get_size())
-            viewer.draw(screen)
-            if viewer.want_screenshot:
-                viewer.screenshot(screen)
-            pygame.display.flip()
-            clock.tick(fps_cap)
+            key = (viewer.source.version, viewer.source.cursor, viewer.view, viewer.paused,
+                   viewer.speed, viewer.selected_id, viewer._toast)
+            idle = viewer.paused and not events and key == drawn_key and not viewer._toast[0]
+            if not idle or viewer.want_screenshot:
+                viewer.draw(screen)
+                drawn_key = key
+                if viewer.want_screenshot:
+                    viewer.screenshot(screen)
+                pygame.display.flip()
+            clock.tick(fps_cap if not idle else 20)
             frames += 1
             if max_frames is not None and frames >= max_frames:
                 break

@@ -414,3 +414,18 @@ def test_following_moves_on_when_the_followed_vehicle_leaves_a_replay():
     assert viewer.selected_id == 8 and scene.hud.target == "#8"
     assert viewer.view.center_y_m == pytest.approx(3.5)
     assert scene.hud.min_ttc_s != scene.hud.min_ttc_s  # NaN: no ego in the file
+
+
+def test_a_paused_window_with_nothing_happening_is_not_redrawn():
+    viewer = V.Viewer(V.LiveSource(small_world()), view=small_view())
+    viewer.paused = True
+    pygame.display.init()
+    pygame.event.clear()
+    V.run_window(viewer, max_frames=4)
+    assert len(viewer.render_ms) == 1
+    viewer.quit = False
+    pygame.display.init()
+    pygame.event.clear()
+    pygame.event.post(key(pygame.K_RIGHT))
+    V.run_window(viewer, max_frames=2)
+    assert viewer.source.cursor == 1 and len(viewer.render_ms) >= 2
