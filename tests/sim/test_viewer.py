@@ -421,8 +421,8 @@ def test_a_paused_window_with_nothing_happening_is_not_redrawn():
     viewer.paused = True
     pygame.display.init()
     pygame.event.clear()
-    V.run_window(viewer, max_frames=4)
-    assert len(viewer.render_ms) == 1
+    V.run_window(viewer, max_frames=12)
+    assert 1 <= len(viewer.render_ms) <= 3  # the first frame, and the window's own events
     viewer.quit = False
     pygame.display.init()
     pygame.event.clear()
