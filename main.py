@@ -587,8 +587,20 @@ def cmd_scenarios_show(args) -> int:
             "cases": sc.n_cases, "case": spec.case,
             "sweep": [{"key": k, "values": list(v)} for k, v in sc.axes],
             "case_params": dict(spec.case_params),
-            "settings": {k: {"value": v, "unit": unit_of(k.split(".")[-1])} for k, v in rows}})
+            "settings": {k: {"value": _json_number(v), "unit": unit_of(k.split(".")[-1])}
+                         for k, v in rows}})
     return 0
+
+
+def _json_number(value):
+    """Strict JSON has no infinity: an unbounded setting (e.g. a stall for good) is "inf"."""
+    if isinstance(value, float) and value != value * 0:  # inf or nan
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_number(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_number(v) for v in value]
+    return value
 
 
 def add_scenarios_parser(sub) -> None:

@@ -240,6 +240,11 @@ def test_cli_run_a_shipped_case_and_a_scenario_file(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().count("\n") == 0
     assert f"{bad}: events[0].decel_mps2: expected a number in (0, 9]" in res.stderr
-    bad.write_text(bad.read_text().replace("12.0", "3.0"))
+    bad.write_text(bad.read_text().replace("12.0", "3.0").replace('"brake"', '"stall"')
+                   .replace("decel_mps2 = 3.0", "duration_s = inf"))
     res = cli("run", "--scenario", bad, "--headless", "--duration", "2", "--quiet")
     assert res.returncode == 0, res.stderr
+    res = cli("scenarios", "show", bad, "--json", "-")  # strict JSON: a stall for good is "inf"
+    assert res.returncode == 0, res.stderr
+    shown = json.loads(res.stdout, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert shown["settings"]["events[0].duration_s"] == {"value": "inf", "unit": "s"}
