@@ -8,7 +8,8 @@ lands in the same split.
   location, the period's clock offset and the NGSIM Vehicle_ID, so the three US-101 files
   (whose ids restart) never collide and renaming a file changes nothing.
 - Everything else (simulator recordings, replays) is split **by episode**: the key is
-  "scenario:seed" from the track meta when present, else the file name.
+  "scenario:seed" (with the case of a sweep, "scenario:caseN:seed") from the track meta when
+  present, else the file name.
 Fractions: FRACTIONS of train / val / test (70 / 15 / 15 %).
 """
 
@@ -53,7 +54,8 @@ def unit_keys(tracks, path: str | Path) -> list[str]:
             keys.append(f"ngsim:{meta.get('location', 'unknown')}:{offset:.0f}:{vid}")
         return keys
     if "scenario" in meta and "seed" in meta:
-        key = f"episode:{meta['scenario']}:{meta['seed']}"
+        case = f":case{meta['case']}" if meta.get("case") is not None else ""
+        key = f"episode:{meta['scenario']}{case}:{meta['seed']}"
     else:
         key = f"file:{Path(path).name}"
     return [key] * tracks.n_agents

@@ -150,3 +150,32 @@ def test_import_sim_forecast_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_history_buffer_matches_the_recorded_track_file():
+    """The live ring buffer and a track file of the same run give the same History."""
+    import main as cli_main
+    from sim.world import Recorder, init_state, make_world, step
+
+    world = make_world(cli_main.default_spec("on_ramp", seed=3, duration_s=8.0))
+    rng = np.random.default_rng(3)
+    st = init_state(world, rng)
+    buf = HistoryBuffer(history_steps=20, dt_s=world.dt_s)
+    rec = Recorder()
+    buf.push(st)
+    rec.append(st)
+    for _ in range(60):
+        st, _ = step(st, world, rng)
+        buf.push(st)
+        rec.append(st)
+    live = buf.history(st, n_neighbors=4)
+    tr = rec.tracks(world.road, {"source": "test"})
+    row_of = {int(i): r for r, i in enumerate(tr.ids)}
+    rows = np.array([row_of[int(i)] for i in live.ids])
+    recorded = history_from_tracks(tr, rows, np.full(len(rows), tr.n_steps - 1), 20,
+                                   n_neighbors=4)
+    assert np.array_equal(live.valid, recorded.valid)
+    np.testing.assert_allclose(live.xy[live.valid], recorded.xy[recorded.valid], atol=1e-3)
+    np.testing.assert_allclose(live.vxy[live.valid], recorded.vxy[recorded.valid], atol=1e-4)
+    assert np.array_equal(live.nb_ids, recorded.nb_ids)
+    assert np.array_equal(live.nb_valid, recorded.nb_valid)
