@@ -20,6 +20,7 @@ import difflib
 import inspect
 import itertools
 import math
+import numbers
 import re
 import tomllib
 import typing
@@ -167,17 +168,20 @@ class Scenario:
             raise ScenarioError(f"{self.where}: {_one_line(str(exc))}") from None
 
     def _check_case(self, case: int) -> int:
-        if not isinstance(case, int) or not 0 <= case < self.n_cases:
+        if (not isinstance(case, numbers.Integral) or isinstance(case, bool)
+                or not 0 <= case < self.n_cases):
             raise ScenarioError(f"{self.where}: case {case} does not exist (cases 0.."
                                 f"{self.n_cases - 1})")
-        return case
+        return int(case)
 
     def describe_axes(self) -> str:
-        """The sweep in one line, e.g. 'ego.speed_kph 10..80 (15 values) x ...'."""
+        """The sweep in one line, e.g. 'ego.speed_kph 10..80 step 5 (15 values) x ...'."""
         parts = []
         for path, values in self.axes:
-            if len(values) > 4 and all(_is_number(v) for v in values):
-                parts.append(f"{path} {values[0]:g}..{values[-1]:g} ({len(values)} values)")
+            steps = np.diff(values) if all(_is_number(v) for v in values) else [0.0]
+            if len(values) > 4 and steps[0] > 0 and np.allclose(steps, steps[0]):
+                parts.append(f"{path} {values[0]:g}..{values[-1]:g} step {steps[0]:g} "
+                             f"({len(values)} values)")
             else:
                 parts.append(f"{path} [{', '.join(_fmt(v) for v in values)}]")
         return " x ".join(parts)
