@@ -663,10 +663,10 @@ def cmd_benchmark_predict(args) -> int:
         BenchmarkInputError,
         BenchmarkSpec,
         format_table,
-        load_episode,
         plot_curves,
         run_benchmark,
     )
+    from predictor.episodes import load_sources
     from predictor.registry import make_predictor, parse_predictor_list
 
     try:
@@ -678,6 +678,12 @@ def cmd_benchmark_predict(args) -> int:
                       for n in parse_predictor_list(args.predictors)]
     except ValueError as exc:
         raise InputError(f"benchmark predict: {exc}") from None
+    for p in predictors:  # learned predictors know the horizon they were trained for
+        max_s = getattr(p, "max_horizon_s", None)
+        if max_s is not None and args.horizon > max_s + 1e-9:
+            raise InputError(f"benchmark predict: --horizon {args.horizon:g} s is longer than "
+                             f"the {max_s:g} s predictor '{p.name}' was trained for (use a "
+                             f"checkpoint trained for it, e.g. --checkpoint ngsim for 5 s)")
     show = not args.quiet
     bar = None
 
@@ -692,7 +698,9 @@ def cmd_benchmark_predict(args) -> int:
 
     t0 = time.perf_counter()
     try:
-        episodes = [load_episode(p, spec.ngsim_inputs, progress=show) for p in args.data]
+        episodes = load_sources(args.data, spec.ngsim_inputs, sim_seeds=args.sim_seeds,
+                                sim_duration_s=args.sim_duration, workers=args.workers,
+                                file_progress=show)
         t_load = time.perf_counter() - t0
         result = run_benchmark(episodes, predictors, spec, progress)
     except BenchmarkInputError as exc:
@@ -717,7 +725,7 @@ def add_benchmark_predict_parser(bsub) -> None:
 
     s = bsub.add_parser("predict", help="forecast accuracy on track files and NGSIM files "
                                         "(docs/forecast_benchmark.md)")
-    s.add_argument("--data", nargs="+", required=True, metavar="PATH",
+    s.add_argument("--data", nargs="+", required=True, metavar="SRC",
                    help="track files (.npz) and NGSIM CSV files (.csv, .csv.gz)")
     s.add_argument("--predictors", default="cv,ca,ctrv,kalman,cv_multi",
                    help=f"comma-separated names (available: {', '.join(predictor_names())}; "
@@ -746,10 +754,21 @@ def add_benchmark_predict_parser(bsub) -> None:
                         "(default) or the centred smoothing used as ground truth")
     s.add_argument("--batch", type=positive_int, default=20_000,
                    help="samples per predict call (default 20000)")
+    add_sim_source_args(s)
     s.add_argument("--plot", metavar="PNG", help="error against horizon per predictor")
     s.add_argument("--json", metavar="PATH", help="write results as JSON ('-' for stdout)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_benchmark_predict)
+
+
+def add_sim_source_args(p) -> None:
+    """Flags of the `sim` data source (the scenario suite's training/test episodes)."""
+    p.add_argument("--sim-seeds", type=positive_int, default=8,
+                   help="with --data sim: episodes per scenario of the suite (default 8)")
+    p.add_argument("--sim-duration", type=positive_float, default=120.0,
+                   help="with --data sim: longest episode, s (default 120)")
+    p.add_argument("--workers", type=positive_int, default=2,
+                   help="with --data sim: simulating processes (default 2)")
 
 
 # ---- import ngsim -------------------------------------------------------------------------
@@ -814,15 +833,10 @@ def add_import_parser(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from predictor.benchmark import BenchmarkInputError
+    from predictor.episodes import load_sources, split_masks
     from predictor.rnn import CheckpointError, RnnConfig
-    from predictor.train import (
-        TrainConfig,
-        build_samples,
-        load_data,
-        split_masks,
-        train_model,
-        with_history,
-    )
+    from predictor.train import TrainConfig, build_samples, train_model, with_history
     from sim.tracks import TrackFileError
 
     try:
@@ -849,18 +863,18 @@ def cmd_train(args) -> int:
         bar.update(1)
 
     try:
-        data = load_data(args.data, sim_seeds=args.sim_seeds,
-                         sim_duration_s=args.sim_duration, workers=args.workers,
-                         progress=sim_progress)
-    except (TrackFileError, ValueError) as exc:
+        data = load_sources(args.data, sim_seeds=args.sim_seeds,
+                            sim_duration_s=args.sim_duration, workers=args.workers,
+                            progress=sim_progress, file_progress=not quiet)
+    except (TrackFileError, BenchmarkInputError) as exc:
         raise InputError(f"train: {exc}") from None
     if bar is not None:
         bar.close()
     try:
-        train_s = build_samples([tr for _, tr in data], model_cfg, train_cfg.stride_s,
+        train_s = build_samples(data, model_cfg, train_cfg.stride_s,
                                 max_samples=train_cfg.max_train_samples, seed=args.seed,
                                 masks=split_masks(data, "train", args.split_seed))
-        val_s = build_samples([tr for _, tr in data], model_cfg, train_cfg.val_stride_s,
+        val_s = build_samples(data, model_cfg, train_cfg.val_stride_s,
                               masks=split_masks(data, "val", args.split_seed))
     except ValueError as exc:
         raise InputError(f"train: {exc}") from None
@@ -898,8 +912,7 @@ def cmd_train(args) -> int:
                          f"{log.lr:.2e}  grad {log.grad_norm:.2f}  dL/dx first/last "
                          f"{log.grad_first_last:.2e}  ({log.seconds:.0f} s)")
 
-    meta = {"data": [name for name, _ in data] if "sim" not in args.data else
-            ["sim"] + [a for a in args.data if a != "sim"],
+    meta = {"data": list(args.data), "inputs": sorted({ep.inputs_kind for ep in data}),
             "sim_seeds": args.sim_seeds, "sim_duration_s": args.sim_duration,
             "split_seed": args.split_seed, "samples": {"train": len(train_s),
                                                        "val": len(val_s)},
@@ -954,12 +967,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--split-seed", type=nonneg_int, default=0,
                    help="seed of the shared train/val/test split (default 0)")
-    p.add_argument("--sim-seeds", type=positive_int, default=8,
-                   help="with --data sim: episodes per scenario of the suite (default 8)")
-    p.add_argument("--sim-duration", type=positive_float, default=120.0,
-                   help="with --data sim: longest episode, s (default 120)")
-    p.add_argument("--workers", type=positive_int, default=2,
-                   help="processes simulating the suite (default 2)")
+    add_sim_source_args(p)
     p.add_argument("--threads", type=positive_int, default=2,
                    help="torch threads for training (default 2)")
     p.add_argument("--resume", action="store_true",
@@ -1044,6 +1052,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `... | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

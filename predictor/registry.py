@@ -52,12 +52,20 @@ def _cv_multi(checkpoint: str | None, k: int) -> Predictor:
     return MultiModalCV(k=k)
 
 
+def _rnn(checkpoint: str | None, k: int) -> Predictor:
+    from predictor.rnn import RnnPredictor
+
+    return RnnPredictor.load(checkpoint or "sim", k=k)
+
+
 PREDICTORS: dict[str, Entry] = {
     "cv": Entry(_cv, "constant velocity"),
     "ca": Entry(_ca, "constant acceleration (1 s finite difference, no reversing)"),
     "ctrv": Entry(_ctrv, "constant turn rate and velocity"),
     "kalman": Entry(_kalman, "Kalman filter, Singer manoeuvre model, with uncertainty"),
     "cv_multi": Entry(_cv_multi, "constant velocity with k lane-change / braking hypotheses"),
+    "rnn": Entry(_rnn, "RNN/GRU/LSTM with neighbours and K modes (checkpoint sim, ngsim or a "
+                       "file; default sim)"),
 }
 
 

@@ -376,6 +376,11 @@ class RnnPredictor:
     def history_steps(self) -> int:
         return self.config.history_steps
 
+    @property
+    def max_horizon_s(self) -> float:
+        """The longest horizon it was trained for, s."""
+        return self.config.horizon_steps * self.config.dt_s
+
     @classmethod
     def load(cls, checkpoint: str | None = None, k: int = 6) -> RnnPredictor:
         model, meta, _ = load_checkpoint(checkpoint)

@@ -67,14 +67,18 @@ class Samples:
         return len(self.future)
 
 
-def build_samples(tracks_list: Sequence, config: RnnConfig, stride_s: float,
+def build_samples(episodes: Sequence, config: RnnConfig, stride_s: float,
                   max_samples: int | None = None, seed: int = 0,
                   masks: Sequence[np.ndarray] | None = None) -> Samples:
-    """Samples (agent, time) of every track file by the benchmark protocol: present without
-    gaps over the history and the horizon, every stride_s seconds. masks[i] (N_i,) bool
-    picks the target agents of file i (all other agents still serve as neighbours)."""
+    """Samples (agent, time) of every episode by the benchmark protocol: present without
+    gaps over the history and the horizon, every stride_s seconds. An episode is a Tracks,
+    or a predictor.benchmark.Episode whose `inputs` (e.g. causally smoothed NGSIM) give the
+    histories and whose `truth` gives the futures. masks[i] (N_i,) bool picks the target
+    agents of episode i (all other agents still serve as neighbours)."""
     parts: list[tuple[Features, np.ndarray]] = []
-    for i, tr in enumerate(tracks_list):
+    for i, ep in enumerate(episodes):
+        tr = getattr(ep, "truth", ep)
+        inputs = getattr(ep, "inputs", ep)
         dt = float(tr.dt_s)
         if abs(dt - config.dt_s) > 1e-6:
             raise ValueError(f"track step {dt} s differs from the model's {config.dt_s} s")
@@ -86,7 +90,8 @@ def build_samples(tracks_list: Sequence, config: RnnConfig, stride_s: float,
                                   stride)
         if len(rows) == 0:
             continue
-        hist = history_from_tracks(tr, rows, cols, config.history_steps, config.n_neighbors)
+        hist = history_from_tracks(inputs, rows, cols, config.history_steps,
+                                   config.n_neighbors)
         fut = future_from_tracks(tr, rows, cols, config.horizon_steps)
         f = make_features(hist, config)
         parts.append((f, to_agent(fut, f.origin, f.rot[:, 0], f.rot[:, 1]).astype(np.float32)))
@@ -266,77 +271,3 @@ def with_history(config: RnnConfig, history_s: float, horizon_s: float) -> RnnCo
     """The config for a protocol given in seconds."""
     return replace(config, history_steps=int(round(history_s / config.dt_s)),
                    horizon_steps=int(round(horizon_s / config.dt_s)))
-
-
-# ---- training data --------------------------------------------------------------------------
-
-
-def training_episodes(seeds: int = 8, max_duration_s: float = 120.0,
-                      suite: str = "all") -> list:
-    """WorldSpecs for training data: every scenario of the suite `seeds` times (sweeps of 8+
-    cases up to 3x as often), each time with its own derived seed and, for sweeps, another
-    case (spread over the sweep), capped at max_duration_s. Deterministic; episodes are keyed "scenario:seed" for the split."""
-    from scenarios.loader import derive_seed
-    from scenarios.suite import resolve
-
-    specs = []
-    for sc in resolve(suite):
-        # sweeps (cut-in aggressiveness, CCR speeds) get up to three times as many episodes
-        for r in range(seeds * max(1, min(3, sc.n_cases // 8))):
-            case = (r * 7919) % sc.n_cases
-            spec = sc.spec(case, seed=derive_seed(sc.seed, 1000 + r))
-            specs.append(replace(spec, duration_s=min(spec.duration_s, max_duration_s)))
-    return specs
-
-
-def simulate_suite(seeds: int = 8, max_duration_s: float = 120.0, workers: int = 1,
-                   progress: Callable[[int, int], None] | None = None, suite: str = "all"):
-    """Track files of `training_episodes` (deterministic whatever the worker count).
-    Returns [(episode name, Tracks)]."""
-    specs = training_episodes(seeds, max_duration_s, suite)
-    names = [f"{spec.name}:{spec.seed}" for spec in specs]
-    out = []
-    if workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers) as pool:
-            for i, tracks in enumerate(pool.map(_simulate, specs, chunksize=1)):
-                out.append((names[i], tracks))
-                if progress:
-                    progress(i + 1, len(specs))
-    else:
-        for i, spec in enumerate(specs):
-            out.append((names[i], _simulate(spec)))
-            if progress:
-                progress(i + 1, len(specs))
-    return out
-
-
-def _simulate(spec):
-    from sim.world import make_world, run
-
-    return run(make_world(spec)).tracks
-
-
-def load_data(sources: Sequence[str], sim_seeds: int = 8, sim_duration_s: float = 120.0,
-              workers: int = 1, progress=None):
-    """[(name, Tracks)] from `sim` (the scenario suite), track files and NGSIM files."""
-    from scenarios.ngsim import looks_like_ngsim, read_ngsim
-    from sim.tracks import read_tracks
-
-    out = []
-    for src in sources:
-        if src == "sim":
-            out.extend(simulate_suite(sim_seeds, sim_duration_s, workers, progress))
-        elif looks_like_ngsim(src):
-            out.append((src, read_ngsim(src)))
-        else:
-            out.append((src, read_tracks(src)))
-    return out
-
-
-def split_masks(data, split: str, seed: int = 0) -> list[np.ndarray]:
-    """Per file, the agents in `split` (the shared predictor/split.py rule)."""
-    from predictor.split import agent_mask
-
-    return [agent_mask(tr, name, split, seed) for name, tr in data]
