@@ -471,7 +471,7 @@ class Viewer:
         self.predict_cpu_ms: list[float] = []
         self.draw_predict_ms: list[float] = []  # inference done within each draw (0: cached)
         self.draw_predict_cpu_ms: list[float] = []
-        self.draw_cpu_ms: list[float] = []  # CPU time of each draw, inference included
+        self.draw_cpu_ms: list[float] = []  # CPU time (all threads) of each draw, inference in
         self._frame: Frame | None = None
         self._frame_key = None
         if not np.any(self.frame().vehicles.ego):
@@ -700,14 +700,15 @@ class Viewer:
 
     # -- drawing
     def _forecast_rows(self, v: R.Vehicles) -> tuple[np.ndarray, tuple]:
-        """Vehicles to forecast: those within the view widened by half its size on every
-        side (so panning a little needs no new inference), and a key that changes when the
-        view has moved a quarter of its size or zoomed."""
+        """Vehicles to forecast: those within the view widened by a tenth of its size on
+        every side, and a key that changes when the view has moved a twentieth of its size
+        or zoomed (so panning a paused view brings forecasts for what comes into view)."""
         view = self.view
         w_m, h_m = view.width_px / view.px_per_m, view.height_px / view.px_per_m
-        wide = replace(view, width_px=2 * view.width_px, height_px=2 * view.height_px)
-        key = (round(view.center_x_m / (0.25 * w_m)), round(view.center_y_m / (0.25 * h_m)),
-               round(4 * math.log(view.px_per_m)))
+        wide = replace(view, width_px=int(1.2 * view.width_px),
+                       height_px=int(1.2 * view.height_px))
+        key = (round(view.center_x_m / (0.05 * w_m)), round(view.center_y_m / (0.05 * h_m)),
+               round(8 * math.log(view.px_per_m)))
         return R.visible_vehicles(v, wide), key
 
     def forecasts(self) -> R.Forecasts | None:
@@ -716,13 +717,13 @@ class Viewer:
         select, view_key = self._forecast_rows(self.frame().vehicles)
         key = (id(self.source), self.source.version, self.source.cursor, view_key)
         if key != self._fc_key:
-            t0, c0 = time.perf_counter(), time.thread_time()
+            t0, c0 = time.perf_counter(), time.process_time()
             hist = self.source.history(self.history_steps,
                                        int(getattr(self.predictor, "n_neighbors", 0)), select)
             pred = self.predictor.predict(hist, self.horizon_steps)
             self._fc_ms = 1e3 * (time.perf_counter() - t0)
             self.predict_ms.append(self._fc_ms)
-            self.predict_cpu_ms.append(1e3 * (time.thread_time() - c0))
+            self.predict_cpu_ms.append(1e3 * (time.process_time() - c0))
             self._fc = R.Forecasts(rows=select, prediction=pred, dt_s=self.source.dt_s)
             self._fc_key = key
         return self._fc
@@ -781,7 +782,7 @@ class Viewer:
 
     def draw(self, surface: pygame.Surface | None = None) -> pygame.Surface:
         """Build the scene (forecasts included) and render it; times every part."""
-        c0 = time.thread_time()
+        c0 = time.process_time()
         n_pred = len(self.predict_ms)
         scene = self.scene()
         t0 = time.perf_counter()
@@ -790,7 +791,7 @@ class Viewer:
         new = len(self.predict_ms) > n_pred
         self.draw_predict_ms.append(self.predict_ms[-1] if new else 0.0)
         self.draw_predict_cpu_ms.append(self.predict_cpu_ms[-1] if new else 0.0)
-        self.draw_cpu_ms.append(1e3 * (time.thread_time() - c0))
+        self.draw_cpu_ms.append(1e3 * (time.process_time() - c0))
         return out
 
     def screenshot(self, surface: pygame.Surface) -> Path:
@@ -1069,9 +1070,6 @@ class FrameHook:
         if self.gif is not None:
             self.gif.close()
 
-
-def default_view(width_px: int = 1280, height_px: int = 720, px_per_m: float = 9.0) -> R.View:
-    return R.View(width_px=width_px, height_px=height_px, px_per_m=px_per_m)
 
 
 # ---- benchmark -----------------------------------------------------------------------------
