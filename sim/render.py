@@ -60,7 +60,7 @@ BRAKE_LIGHT_MPS2 = -0.5  # brake lights from this deceleration on
 TTC_WARN_S = 3.0  # TTC tags below this; red below TTC_DANGER_S
 TTC_DANGER_S = 1.5
 ELLIPSE_SIGMA = 2.0  # uncertainty ellipses enclose +-2 sigma on each axis
-ELLIPSE_MIN_PROB = 0.15  # modes less likely than this get no ellipses
+ELLIPSE_MIN_PROB = 0.3  # besides the most likely mode, modes at least this likely get ellipses
 KIND_CAR, KIND_TRUCK = 0, 1
 AA_MAX_LINES = 200  # more polylines than this are drawn without anti-aliasing (speed)
 
@@ -976,7 +976,8 @@ def _draw_forecasts(surface, fc: Forecasts, visible: np.ndarray, n_vehicles: int
                     view: View) -> None:
     """Every mode as a line from the vehicle whose width and opacity grow with its
     probability (the most likely on top), dots at whole seconds on the most likely mode, and
-    2-sigma ellipses at whole seconds for modes with prob >= ELLIPSE_MIN_PROB."""
+    2-sigma ellipses at whole seconds for the most likely mode and any other with prob >=
+    ELLIPSE_MIN_PROB."""
     pred = fc.prediction
     is_vis = np.zeros(n_vehicles, bool)
     is_vis[visible] = True
@@ -995,7 +996,9 @@ def _draw_forecasts(surface, fc: Forecasts, visible: np.ndarray, n_vehicles: int
     sigma = getattr(pred, "sigma_m", None)
     if sigma is not None and len(marks):
         sig = np.asarray(sigma)[samples][:, :, marks] * (ELLIPSE_SIGMA * scale)
-        big = (prob[..., None] >= ELLIPSE_MIN_PROB) & ((sig[..., 0] >= 1.0) | (sig[..., 1] >= 1.0))
+        top = prob >= prob.max(axis=1, keepdims=True)
+        big = ((top | (prob >= ELLIPSE_MIN_PROB))[..., None]
+               & ((sig[..., 0] >= 1.0) | (sig[..., 1] >= 1.0)))
         if big.any():
             s_i, k_i, m_i = np.nonzero(big)
             _draw_ellipses(surface, sx[s_i, k_i, mark_at[m_i]], sy[s_i, k_i, mark_at[m_i]],
