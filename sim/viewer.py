@@ -459,6 +459,7 @@ class Viewer:
         self.want_screenshot = False
         self.fps: float | None = None
         self._acc_s = 0.0
+        self._achieved = self.speed  # playback speed really achieved (the sim may lag)
         self._toast = ("", 0.0)
         self._drag: tuple | None = None
         self._seeking = False
@@ -627,6 +628,7 @@ class Viewer:
     def set_speed(self, direction: int) -> None:
         i = SPEEDS.index(self.speed) + direction
         self.speed = SPEEDS[int(np.clip(i, 0, len(SPEEDS) - 1))]
+        self._achieved = self.speed
         self.toast(f"speed x{self.speed:g}", 1.0)
 
     def zoom(self, factor: float, about_px=None) -> None:
@@ -675,9 +677,11 @@ class Viewer:
         self.follow = True
 
     # -- time
-    def advance(self, real_dt_s: float) -> int:
-        """Step the source by as many fixed steps as real time (times the speed) allows.
-        Returns the number of steps taken."""
+    def advance(self, real_dt_s: float, budget_s: float | None = None) -> int:
+        """Step the source by as many fixed steps as real time (times the speed) allows: at
+        most MAX_CATCH_UP_S of real time's worth per call and, with budget_s, no more
+        stepping than that many seconds of wall time (the window stays responsive); a
+        backlog beyond either is dropped, the step never changes. Returns steps taken."""
         if self.paused:
             self._acc_s = 0.0
             return 0
@@ -685,17 +689,28 @@ class Viewer:
         self._acc_s += max(0.0, real_dt_s) * self.speed
         n = int(self._acc_s / dt + 1e-9)
         cap = max(1, int(MAX_CATCH_UP_S * self.speed / dt) + 1)
-        if n > cap:  # too slow to keep up: drop the backlog, never change the step
+        dropped = n > cap
+        if dropped:
             n = cap
             self._acc_s = 0.0
         else:
             self._acc_s -= n * dt
         taken = 0
+        t0 = time.perf_counter()
         for _ in range(n):
             if not self.source.step_forward():
                 self.paused = True
                 break
             taken += 1
+            if budget_s is not None and time.perf_counter() - t0 > budget_s and taken < n:
+                self._acc_s = 0.0
+                dropped = True
+                break
+        # the speed really achieved, smoothed over ~10 frames; shown when the simulation
+        # cannot keep up
+        if real_dt_s > 0:
+            rate = taken * dt / real_dt_s if dropped else self.speed
+            self._achieved = 0.9 * self._achieved + 0.1 * min(rate, self.speed)
         return taken
 
     # -- drawing
@@ -757,6 +772,8 @@ class Viewer:
         status = ""
         if self.source.at_end:
             status = "end of run  (R restart)" if self.source.kind == "live" else "end of file"
+        elif not self.paused and not self.headless and self._achieved < 0.9 * self.speed:
+            status = f"the simulation runs at x{self._achieved:.1f}, slower than x{self.speed:g}"
         hud = R.Hud(
             t_s=fr.t_s, title=self.source.title,
             ego_speed_mps=float(v.speed[target]) if target >= 0 else math.nan,
@@ -911,7 +928,7 @@ def run_window(viewer: Viewer, fps_cap: int = 60, max_frames: int | None = None)
             for e in events:
                 viewer.handle(e)
             now = time.perf_counter()
-            viewer.advance(now - last)
+            viewer.advance(now - last, budget_s=0.5 / fps_cap)
             frame_times.append(now - last)
             if len(frame_times) > 30:
                 del frame_times[0]

@@ -429,3 +429,12 @@ def test_a_paused_window_with_nothing_happening_is_not_redrawn():
     pygame.event.post(key(pygame.K_RIGHT))
     V.run_window(viewer, max_frames=2)
     assert viewer.source.cursor == 1 and len(viewer.render_ms) >= 2
+
+
+def test_a_simulation_that_cannot_keep_up_is_told_and_never_changes_its_step():
+    src = V.LiveSource(small_world())
+    viewer = V.Viewer(src, view=small_view(), speed=32.0)
+    for _ in range(30):
+        assert viewer.advance(1.0, budget_s=0.0) == 1  # one step, then the budget is spent
+    assert src.cursor == 30 and src.state.t_s == pytest.approx(3.0)
+    assert "slower than x32" in viewer.scene().hud.status
