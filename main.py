@@ -279,6 +279,8 @@ def add_view_args(p, frames_help: str) -> None:
     g.add_argument("--gif", metavar="FILE.gif",
                    help="write an animated GIF (implies --headless; needs pillow: "
                         "pip install 'drivecast[gif]')")
+    g.add_argument("--gif-width", type=positive_int, default=640, metavar="PX",
+                   help="GIF frames are scaled down to this width (default 640)")
     g.add_argument("--size", type=window_size, default=(1280, 720), metavar="WxH",
                    help="window / frame size in pixels (default 1280x720)")
     g.add_argument("--zoom", type=positive_float, default=9.0, metavar="PX_PER_M",
@@ -321,7 +323,7 @@ def _gif_writer(args, frame_s: float):
     from sim.viewer import GifWriter
 
     try:
-        return GifWriter(args.gif, frame_s)
+        return GifWriter(args.gif, frame_s, width_px=args.gif_width)
     except ImportError:
         raise InputError(f"--gif {args.gif}: needs pillow, the optional extra: "
                          f"pip install 'drivecast[gif]'") from None
