@@ -28,7 +28,7 @@ import pygame  # noqa: E402
 from sim import render as R  # noqa: E402
 from sim.forecast import HistoryBuffer, history_from_tracks  # noqa: E402
 from sim.state import ROLE_EGO, TrafficState  # noqa: E402
-from sim.tracks import Tracks  # noqa: E402
+from sim.tracks import TrackFileError, Tracks  # noqa: E402
 from sim.world import Counters, Recorder, init_state, step  # noqa: E402
 
 SPEEDS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
@@ -314,6 +314,7 @@ class ReplaySource:
         self.duration_s = float(tracks.t[-1] - tracks.t[0])
         self.truth_steps = 30
         self._min_ttc = None  # the ego's running least TTC per step, computed when first asked
+        self.junction = junction_of(tracks)
 
     @property
     def first(self) -> int:
@@ -396,9 +397,13 @@ class ReplaySource:
         if hi > i:
             truth[:, : hi - i, 0] = self._at("x", rows, slice(i + 1, hi + 1))
             truth[:, : hi - i, 1] = self._at("y", rows, slice(i + 1, hi + 1))
+        signals = None
+        if self.junction is not None and self.junction.signals:
+            signals = self.junction.lane_signals(float(tr.t[i]))
         return Frame(t_s=float(tr.t[i]), index=i, vehicles=vehicles, trails=trails,
                      truth=truth, collided_so_far=int((self._first_collided <= i).sum()),
-                     ego_min_ttc_s=float(self.ego_min_ttc()[i]) if tr.ego >= 0 else math.nan)
+                     ego_min_ttc_s=float(self.ego_min_ttc()[i]) if tr.ego >= 0 else math.nan,
+                     lane_signal=signals)
 
     def ego_min_ttc(self) -> np.ndarray:
         """(T,) the ego's least TTC from the file's start up to each step, s (computed once,
@@ -417,6 +422,21 @@ class ReplaySource:
         rows = self.rows() if select is None else self.rows()[select]
         return history_from_tracks(self.tracks, rows, np.full(len(rows), self.cursor),
                                    history_steps, n_neighbors)
+
+
+def junction_of(tracks: Tracks):
+    """The junction control of a recorded run (its meta 'junction', written by the recorder
+    of a road with a junction), to show its signals in a replay; None without one."""
+    desc = tracks.meta.get("junction")
+    if desc is None or tracks.road is None:
+        return None
+    from sim.intersection import junction_from_description
+
+    try:
+        return junction_from_description(tracks.road, desc)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TrackFileError(f"{tracks.meta.get('source', 'track file')}: meta 'junction': "
+                             f"{exc}") from None
 
 
 def check_predictor_step(predictor, dt_s: float, what: str) -> None:
