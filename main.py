@@ -642,7 +642,7 @@ def cmd_benchmark_sim(args) -> int:
 
 def add_benchmark_parser(sub) -> None:
     p = sub.add_parser("benchmark", help="measure speed and accuracy")
-    bsub = p.add_subparsers(dest="what", metavar="{sim,predict}", parser_class=_Parser)
+    bsub = p.add_subparsers(dest="what", metavar="{sim,predict,render}", parser_class=_Parser)
     bsub.required = True
     s = bsub.add_parser("sim", help="raw simulator throughput, all behaviour on, no rendering")
     s.add_argument("--vehicles", type=positive_int, default=1000)
