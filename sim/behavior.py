@@ -11,11 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.dynamics import REAR_AXLE_SHARE
 from sim.road import LANE_DEAD_END, Road
 from sim.state import wheelbase_m
 
 MAX_DECEL_MPS2 = 9.0  # physical braking limit
 MIN_GAP_EPS_M = 0.1  # IDM gap floor, avoids division by zero on contact
+FIRST_STATION_M = -1.0e6  # a station before any lane's start (LaneIndex.neighbours: first)
+TIGHT_CURVATURE_1PM = 1.0 / 150.0  # curves tighter than this get slip-angle feed-forward
 _KEY_M = 1.0e7
 
 
@@ -132,13 +135,53 @@ def follow_accel(st, rows, lead, extra_gap_m: float = 0.0) -> np.ndarray:
                      st.min_gap_m[rows], st.max_accel_mps2[rows], st.comf_decel_mps2[rows])
 
 
-def longitudinal_accel(st, road: Road, index: LaneIndex) -> np.ndarray:
-    """(C,) IDM acceleration for every row: the most restrictive of the own-lane leader, the
-    leader in a lane being left, and the end of a lane that ends. Clipped to the braking limit.
+def successor_leaders(st, road: Road, index: LaneIndex, max_hops: int = 2):
+    """Leaders on the lanes ahead of vehicles that have none in their own lane: the first
+    vehicle on the successor each one will take (by its turn), up to max_hops lanes ahead.
 
-    All three cases go through one vectorised IDM call (rows listed once per constraint)."""
+    Returns rows, leader rows and bumper gaps along the lanes (arc length), each (M,)."""
+    rows = np.flatnonzero(st.active & (index.leader < 0) & (st.lane >= 0))
+    rows = rows[np.diff(road.succ_start)[st.lane[rows]] > 0]
+    out_rows, out_lead, out_gap = [], [], []
+    cur = st.lane[rows]
+    dist = road.length_m[cur] - st.s[rows]  # to the end of the own lane
+    for _ in range(max_hops):
+        if len(rows) == 0:
+            break
+        nxt = road.next_lane(cur, st.turn[rows])
+        ok = nxt >= 0
+        rows, cur, dist, nxt = rows[ok], cur[ok], dist[ok], nxt[ok]
+        first, _ = index.neighbours(nxt, np.full(len(nxt), FIRST_STATION_M))
+        found = first >= 0
+        f = first[found]
+        out_rows.append(rows[found])
+        out_lead.append(f)
+        out_gap.append(dist[found] + st.s[f] - 0.5 * (st.length[f] + st.length[rows[found]]))
+        rows, cur, dist = rows[~found], nxt[~found], dist[~found] + road.length_m[nxt[~found]]
+    if not out_rows:
+        e = np.empty(0, np.int64)
+        return e, e, np.empty(0)
+    return np.concatenate(out_rows), np.concatenate(out_lead), np.concatenate(out_gap)
+
+
+def longitudinal_accel(st, road: Road, index: LaneIndex, extra=None) -> np.ndarray:
+    """(C,) IDM acceleration for every row: the most restrictive of the own-lane leader, the
+    leader in a lane being left, the end of a lane that ends, the leader on the next lanes
+    (roads with successors) and `extra` constraints (rows, bumper gap m, leader speed m/s),
+    e.g. a junction's virtual obstacles. Clipped to the braking limit.
+
+    All cases go through one vectorised IDM call (rows listed once per constraint)."""
     cap = st.capacity
     changing = index.changing
+    if road.has_successors and len(changing):
+        # urban roads (queues at junctions): a lane changer stops following the leader in the
+        # lane it leaves once its body is laterally clear of it, so a queue there cannot
+        # freeze it halfway
+        lf = index.leader_from[changing]
+        lf_c = np.maximum(lf, 0)
+        clear = (road.width_m[st.lane_from[changing]] - np.abs(st.d[changing])
+                 > 0.5 * (st.width[changing] + st.width[lf_c]) + 0.2)
+        changing = changing[(lf >= 0) & ~clear]
     dead = np.empty(0, np.int64)
     if road.has_dead_end:
         dead = np.flatnonzero((road.end_kind[st.lane] == LANE_DEAD_END) & st.active
@@ -153,6 +196,18 @@ def longitudinal_accel(st, road: Road, index: LaneIndex) -> np.ndarray:
     if len(dead):  # the lane's end: a stopped obstacle of zero length
         gap[cap + len(changing):] = (road.station_range_m[st.lane[dead], 1] - st.station[dead]
                                      - 0.5 * st.length[dead])
+    if road.has_successors or extra is not None:
+        x_rows, x_gap, x_lead = [rows], [gap], [v_lead]
+        if road.has_successors:
+            r, lead_r, g = successor_leaders(st, road, index)
+            x_rows.append(r)
+            x_gap.append(g)
+            x_lead.append(st.speed[lead_r])
+        if extra is not None:
+            x_rows.append(extra[0])
+            x_gap.append(extra[1])
+            x_lead.append(extra[2])
+        rows, gap, v_lead = (np.concatenate(x) for x in (x_rows, x_gap, x_lead))
     acc_all = idm_accel(st.speed[rows], v_lead, gap, st.v0_mps[rows], st.time_gap_s[rows],
                         st.min_gap_m[rows], st.max_accel_mps2[rows], st.comf_decel_mps2[rows])
     acc = acc_all[:cap]
@@ -317,9 +372,16 @@ def lateral_steer(st, params: BehaviorParams) -> np.ndarray:
     if np.abs(rel).max(initial=0.0) > np.pi:
         rel = wrap_angle(rel)
     curv = st.lane_curvature
+    wheelbase = wheelbase_m(st.length)
+    tight = np.abs(curv) > TIGHT_CURVATURE_1PM
+    if tight.any():  # tight turns (junctions): the body points out of the curve by the slip
+        # angle, sin(beta) = l_r * curvature (the rear axle tracks inside), so that the centre
+        # of gravity tracks the lane
+        beta = np.arcsin(np.clip(REAR_AXLE_SHARE * wheelbase * curv, -0.9, 0.9))
+        rel_des = rel_des - np.where(tight, beta, 0.0)
     yaw_rate = curv * v / np.maximum(1.0 - curv * st.d, 0.2) + params.heading_gain_1ps * (
         rel_des - rel)
-    return yaw_rate * wheelbase_m(st.length) / v
+    return yaw_rate * wheelbase / v
 
 
 def wrap_angle(a: np.ndarray) -> np.ndarray:

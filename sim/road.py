@@ -6,6 +6,11 @@ All lanes of a road are flattened into one set of vertex arrays (V,) with per-la
 
 Every vertex also carries a `station`: the arc length of the road's reference line at the
 point, so positions on parallel lanes can be ordered and compared (gaps, neighbours).
+
+A lane may continue into several successor lanes (CSR arrays `succ_start`, `succ_lane`), e.g.
+an intersection approach into its left, straight and right connectors; `successor` is the
+first of them (-1 none). Lanes flagged `in_junction` lie inside a junction box; their `turn`
+(TURN_*) follows from their geometry.
 """
 
 from __future__ import annotations
@@ -21,6 +26,12 @@ LANE_EXIT = 0  # vehicles leave the road at the end of the lane
 LANE_DEAD_END = 1  # the lane ends: vehicles must leave it sideways before (acceleration lane)
 
 _LANE_KEY_M = 1.0e7  # separates lanes in flattened search keys; larger than any lane
+
+TURN_NONE = -1  # not a junction lane / no route preference
+TURN_STRAIGHT = 0
+TURN_LEFT = 1
+TURN_RIGHT = 2
+TURN_NAMES = ("straight", "left", "right")
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +52,11 @@ class Road:
     change_from_m: np.ndarray  # (L,) float64 station from which leaving the lane is allowed
     change_to_m: np.ndarray  # (L,) float64 station up to which leaving the lane is allowed
     params: dict = field(default_factory=dict)  # builder parameters, for display only
+    # several successors per lane (CSR): lane k continues into
+    # succ_lane[succ_start[k]:succ_start[k+1]]; None: derived from `successor`
+    succ_start: np.ndarray | None = None  # (L+1,) int64
+    succ_lane: np.ndarray | None = None  # (E,) int64
+    in_junction: np.ndarray | None = None  # (L,) bool, lane inside a junction box (connector)
 
     def __post_init__(self) -> None:
         n_lanes = len(self.width_m)
@@ -65,12 +81,95 @@ class Road:
         for links in (self.left, self.right, self.successor):
             if np.any((links < -1) | (links >= n_lanes)):
                 raise ValueError("lane links must be -1 or a lane index")
+        if (self.succ_start is None) != (self.succ_lane is None):
+            raise ValueError("succ_start and succ_lane go together")
+        if self.succ_start is None:
+            has = self.successor >= 0
+            object.__setattr__(self, "succ_start",
+                               np.concatenate([[0], np.cumsum(has)]).astype(np.int64))
+            object.__setattr__(self, "succ_lane", self.successor[has].astype(np.int64))
+        start, succ = self.succ_start, self.succ_lane
+        if (len(start) != n_lanes + 1 or start[0] != 0 or np.any(np.diff(start) < 0)
+                or start[-1] != len(succ)):
+            raise ValueError("succ_start must be (lanes + 1,) offsets into succ_lane from 0")
+        if np.any((succ < 0) | (succ >= n_lanes)):
+            raise ValueError("successor lanes must be lane indices")
+        has = np.diff(start) > 0
+        first = np.full(n_lanes, -1, np.int64)
+        first[has] = succ[start[:-1][has]]
+        if not np.array_equal(first, self.successor):
+            raise ValueError("successor must be the first of each lane's successors (-1 none)")
+        if self.in_junction is None:
+            object.__setattr__(self, "in_junction", np.zeros(n_lanes, bool))
+        elif len(self.in_junction) != n_lanes:
+            raise ValueError("in_junction must have one entry per lane")
 
     # ---- derived arrays (computed once) ---------------------------------------------------
 
     @property
     def n_lanes(self) -> int:
         return len(self.width_m)
+
+    @cached_property
+    def has_successors(self) -> bool:
+        """Some lane continues into another (junctions): routing and successor leaders apply."""
+        return bool(len(self.succ_lane))
+
+    @cached_property
+    def turn(self) -> np.ndarray:
+        """(L,) int8 TURN_* of junction lanes from their heading change (within 45 degrees of
+        straight, else left or right), TURN_NONE elsewhere."""
+        out = np.full(self.n_lanes, TURN_NONE, np.int8)
+        for k in np.flatnonzero(self.in_junction):
+            a, b = self.lane_start[k], self.lane_start[k + 1]
+            change = float(np.sum(np.diff(np.unwrap(self.seg_heading[a : b - 1])))) if b - a > 2 \
+                else 0.0
+            out[k] = (TURN_STRAIGHT if abs(change) < math.pi / 4
+                      else TURN_LEFT if change > 0 else TURN_RIGHT)
+        return out
+
+    @cached_property
+    def _succ_table(self) -> np.ndarray:
+        """(L, D) successors of each lane padded with -1 (D the most any lane has, >= 1)."""
+        deg = np.diff(self.succ_start)
+        table = np.full((self.n_lanes, max(1, int(deg.max(initial=0)))), -1, np.int64)
+        col = np.arange(len(self.succ_lane)) - np.repeat(self.succ_start[:-1], deg)
+        table[np.repeat(np.arange(self.n_lanes), deg), col] = self.succ_lane
+        return table
+
+    def successors(self, lane: int) -> np.ndarray:
+        """The successor lanes of one lane, (D,) int64 (maybe empty)."""
+        return self.succ_lane[self.succ_start[lane] : self.succ_start[lane + 1]]
+
+    @cached_property
+    def _next_by_turn(self) -> np.ndarray:
+        """(L, 4) successor taken by a vehicle with turn TURN_NONE, STRAIGHT, LEFT, RIGHT
+        (column turn + 1): the successor making that turn, else the first, -1 none; and
+        whether that turn is possible from the lane, as (L, 4) bool in `_turn_ok`."""
+        table = self._succ_table
+        out = np.repeat(table[:, :1], 4, axis=1)
+        ok = np.ones((self.n_lanes, 4), bool)
+        has = table >= 0
+        turns = np.where(has, self.turn[np.maximum(table, 0)], TURN_NONE - 1)
+        for t in (TURN_STRAIGHT, TURN_LEFT, TURN_RIGHT):
+            match = turns == t
+            pick = np.argmax(match, axis=1)
+            out[:, t + 1] = np.where(match.any(axis=1), table[np.arange(self.n_lanes), pick],
+                                     table[:, 0])
+            ok[:, t + 1] = ~has[:, 0] | match.any(axis=1)
+        object.__setattr__(self, "_turn_ok", ok)
+        return out
+
+    def next_lane(self, lane: np.ndarray, turn: np.ndarray) -> np.ndarray:
+        """(N,) the successor of each lane that makes the wanted turn (TURN_*), else the first
+        successor, -1 where the lane has none."""
+        return self._next_by_turn[lane, np.asarray(turn, np.int64) + 1]
+
+    def allows_turn(self, lane: np.ndarray, turn: np.ndarray) -> np.ndarray:
+        """(N,) True where a vehicle wanting `turn` may use the lane: the lane has no
+        successors, the vehicle has no preference, or a successor makes that turn."""
+        _ = self._next_by_turn
+        return self._turn_ok[lane, np.asarray(turn, np.int64) + 1]
 
     @cached_property
     def vertex_lane(self) -> np.ndarray:
@@ -306,6 +405,8 @@ class Road:
                 "left": int(self.left[k]),
                 "right": int(self.right[k]),
                 "successor": int(self.successor[k]),
+                "successors": self.successors(k).tolist(),
+                "in_junction": bool(self.in_junction[k]),
                 "end": "dead_end" if self.end_kind[k] == LANE_DEAD_END else "exit",
                 "entry": bool(self.entry[k]),
                 "change_from_m": _finite_or_none(self.change_from_m[k]),
@@ -325,7 +426,8 @@ class Road:
         xs, ys, sts, starts = [], [], [], [0]
         cols: dict[str, list] = {k: [] for k in (
             "width_m", "left", "right", "successor", "end", "entry",
-            "change_from_m", "change_to_m")}
+            "change_from_m", "change_to_m", "in_junction")}
+        succ_lists: list[list[int]] = []
         for i, lane in enumerate(obj["lanes"]):
             try:
                 x = np.asarray(lane["x"], float)
@@ -340,6 +442,17 @@ class Road:
                 cols["width_m"].append(float(lane["width_m"]))
                 for name in ("left", "right", "successor"):
                     cols[name].append(int(lane[name]))
+                succ = lane.get("successors")
+                if succ is None:  # files written before lanes had several successors
+                    succ = [cols["successor"][-1]] if cols["successor"][-1] >= 0 else []
+                if not isinstance(succ, list) or any(
+                        isinstance(v, bool) or not isinstance(v, int) for v in succ):
+                    raise ValueError("successors must be a list of lane indices")
+                succ_lists.append(succ)
+                in_junction = lane.get("in_junction", False)
+                if not isinstance(in_junction, bool):
+                    raise ValueError("in_junction must be true or false")
+                cols["in_junction"].append(in_junction)
                 if lane["end"] not in ("exit", "dead_end"):
                     raise ValueError("end must be 'exit' or 'dead_end'")
                 cols["end"].append(LANE_DEAD_END if lane["end"] == "dead_end" else LANE_EXIT)
@@ -349,6 +462,8 @@ class Road:
                     cols[name].append(default if v is None else float(v))
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"road.lanes[{i}]: {exc}") from None
+        succ_start = np.concatenate([[0], np.cumsum([len(v) for v in succ_lists])])
+        succ_lane = np.asarray([v for lst in succ_lists for v in lst], np.int64)
         return Road(
             kind=str(obj.get("kind", "custom")),
             lane_start=np.asarray(starts, np.int64),
@@ -362,6 +477,8 @@ class Road:
             change_from_m=np.asarray(cols["change_from_m"]),
             change_to_m=np.asarray(cols["change_to_m"]),
             params=dict(obj.get("params") or {}),
+            succ_start=succ_start.astype(np.int64), succ_lane=succ_lane,
+            in_junction=np.asarray(cols["in_junction"], bool),
         )
 
 
@@ -497,6 +614,125 @@ def on_ramp_highway(n_lanes: int = 3, length_m: float = 2000.0, lane_width_m: fl
                   ramp_length_m=ramp_length_m, ramp_offset_m=ramp_offset_m)
     return _parallel_road("on_ramp_highway", ref, n_lanes, lane_width_m, params,
                           extra=[(st.copy(), y, st.copy(), lane)])
+
+
+ARMS = ("E", "N", "W", "S")  # the arms of four_way_intersection, counter-clockwise from east
+
+
+def four_way_intersection(n_lanes: int = 2, arm_length_m: float = 150.0,
+                          lane_width_m: float = 3.5, kerb_radius_m: float = 12.0,
+                          no_change_m: float = 40.0, ds_m: float = 1.0) -> Road:
+    """A four-way intersection centred at the origin, right-hand traffic.
+
+    Arms east, north, west, south (ARMS order) each carry n_lanes approach lanes towards the
+    centre and n_lanes exit lanes away from it, arm_length_m long. Approach lanes end at the
+    stop line, box_half_m = kerb_radius_m + n_lanes * lane_width_m from the centre, and
+    continue through connector lanes (`in_junction`; straight lines and quarter circles,
+    tangent at both ends) into exit lanes: every lane goes straight into the opposite arm's
+    lane of the same index, the rightmost also turns right into the right-hand arm's rightmost
+    exit lane (radius kerb_radius_m + lane_width_m / 2), the leftmost also turns left into
+    the left-hand arm's leftmost exit lane. Lane numbers: approach lane k (0 rightmost) of arm
+    a is a * n_lanes + k, its exit lane 4 * n_lanes + a * n_lanes + k, connectors follow.
+    Stations are arc lengths along each lane (the lanes of one arm start level, so stations
+    compare across them); no lane changes in the last no_change_m before the stop line and
+    the first no_change_m after the junction (solid lines).
+    """
+    if not 1 <= n_lanes <= 3:
+        raise ValueError("n_lanes must be between 1 and 3 for an intersection")
+    if not 50.0 <= arm_length_m <= 2000.0:
+        raise ValueError("arm_length_m must be between 50 and 2000 m")
+    if not 2.5 <= lane_width_m <= 5.0:
+        raise ValueError("lane_width_m must be between 2.5 and 5 m")
+    if not 4.0 <= kerb_radius_m <= 40.0:
+        raise ValueError("kerb_radius_m must be between 4 and 40 m")
+    if not 0.0 <= no_change_m <= arm_length_m - 20.0:
+        raise ValueError("no_change_m must be between 0 and arm_length_m - 20 m")
+    if not 0.2 <= ds_m <= 5.0:
+        raise ValueError("ds_m must be between 0.2 and 5 m")
+    n, w = n_lanes, lane_width_m
+    box = kerb_radius_m + n * w
+    lanes: list[dict] = []
+
+    def add(x, y, **attrs) -> int:
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        st = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(x), np.diff(y)))])
+        lanes.append(dict(x=x, y=y, station=st, **attrs))
+        return len(lanes) - 1
+
+    def right_of(h: float) -> np.ndarray:
+        return np.array([math.sin(h), -math.cos(h)])
+
+    ends = {}  # (arm, k, "in"/"out") -> (point at the box edge, heading)
+    for direction in ("in", "out"):
+        for a in range(4):
+            theta = a * math.pi / 2
+            u = np.array([math.cos(theta), math.sin(theta)])
+            h = theta + math.pi if direction == "in" else theta
+            for k in range(n):
+                off = (n - k - 0.5) * w
+                edge = u * box + right_of(h) * off
+                far = u * (box + arm_length_m) + right_of(h) * off
+                p0, p1 = (far, edge) if direction == "in" else (edge, far)
+                base = 0 if direction == "in" else 4 * n
+                left = base + a * n + k + 1 if k + 1 < n else -1
+                right = base + a * n + k - 1 if k > 0 else -1
+                idx = add([p0[0], p1[0]], [p0[1], p1[1]], width_m=w, left=left, right=right,
+                          entry=direction == "in",
+                          change_from_m=-np.inf if direction == "in" else no_change_m,
+                          change_to_m=(arm_length_m - no_change_m if direction == "in"
+                                       else np.inf))
+                assert idx == base + a * n + k
+                ends[a, k, direction] = (edge, h)
+    succ: dict[int, list[int]] = {i: [] for i in range(8 * n)}
+    for a in range(4):
+        for k in range(n):
+            moves = [((a + 2) % 4, k, 0.0)]  # (exit arm, exit lane, turn sign); straight first
+            if k == n - 1:
+                moves.append(((a + 3) % 4, n - 1, 1.0))
+            if k == 0:
+                moves.append(((a + 1) % 4, 0, -1.0))
+            for out_arm, out_k, sign in moves:
+                (p0, h0), (p1, _) = ends[a, k, "in"], ends[out_arm, out_k, "out"]
+                if sign == 0.0:
+                    x, y = [p0[0], p1[0]], [p0[1], p1[1]]
+                else:
+                    radius = float(np.hypot(*(p1 - p0))) / math.sqrt(2.0)
+                    centre = p0 - sign * right_of(h0) * radius
+                    phi0 = math.atan2(p0[1] - centre[1], p0[0] - centre[0])
+                    m = max(4, int(math.ceil(radius * math.pi / 2 / ds_m)))
+                    phi = phi0 + sign * np.linspace(0.0, math.pi / 2, m + 1)
+                    x, y = centre[0] + radius * np.cos(phi), centre[1] + radius * np.sin(phi)
+                    x[-1], y[-1] = p1  # exact joins
+                    x[0], y[0] = p0
+                idx = add(x, y, width_m=w, left=-1, right=-1, entry=False,
+                          change_from_m=-np.inf, change_to_m=np.inf, in_junction=True)
+                succ[a * n + k].append(idx)
+                succ[idx] = [4 * n + out_arm * n + out_k]
+    n_all = len(lanes)
+    succ_lists = [succ.get(i, []) for i in range(n_all)]
+    starts = np.concatenate([[0], np.cumsum([len(ln["x"]) for ln in lanes])])
+    return Road(
+        kind="four_way_intersection",
+        lane_start=starts.astype(np.int64),
+        px=np.concatenate([ln["x"] for ln in lanes]),
+        py=np.concatenate([ln["y"] for ln in lanes]),
+        station=np.concatenate([ln["station"] for ln in lanes]),
+        width_m=np.array([ln["width_m"] for ln in lanes], float),
+        left=np.array([ln["left"] for ln in lanes], np.int64),
+        right=np.array([ln["right"] for ln in lanes], np.int64),
+        successor=np.array([v[0] if v else -1 for v in succ_lists], np.int64),
+        end_kind=np.full(n_all, LANE_EXIT, np.int8),
+        entry=np.array([ln["entry"] for ln in lanes], bool),
+        change_from_m=np.array([ln["change_from_m"] for ln in lanes], float),
+        change_to_m=np.array([ln["change_to_m"] for ln in lanes], float),
+        params=dict(n_lanes=n_lanes, arm_length_m=arm_length_m, lane_width_m=lane_width_m,
+                    kerb_radius_m=kerb_radius_m, no_change_m=no_change_m, ds_m=ds_m,
+                    box_half_m=box, arms=list(ARMS)),
+        succ_start=np.concatenate([[0], np.cumsum([len(v) for v in succ_lists])]).astype(
+            np.int64),
+        succ_lane=np.array([v for lst in succ_lists for v in lst], np.int64),
+        in_junction=np.array([ln.get("in_junction", False) for ln in lanes], bool),
+    )
 
 
 def _check_common(n_lanes: int, length_m: float, lane_width_m: float) -> None:

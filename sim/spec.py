@@ -124,7 +124,8 @@ class RoadSpec:
     kind: str = "straight_highway"
     params: dict = field(default_factory=dict)
 
-    BUILDERS = ("straight_highway", "curved_highway", "on_ramp_highway")
+    BUILDERS = ("straight_highway", "curved_highway", "on_ramp_highway",
+                "four_way_intersection")
 
     def __post_init__(self) -> None:
         if self.kind not in self.BUILDERS:
@@ -132,6 +133,104 @@ class RoadSpec:
 
     def build(self) -> road_mod.Road:
         return getattr(road_mod, self.kind)(**self.params)
+
+
+# movements through a four-way intersection: "<arm>_<turn>", e.g. "E_left" (from the east arm)
+MOVEMENTS = tuple(f"{arm}_{turn}" for arm in road_mod.ARMS for turn in road_mod.TURN_NAMES)
+CONTROLS = ("signals", "priority")
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One signal phase: movements (MOVEMENTS names) with the right of way (protected) and
+    movements that may go but yield to conflicting traffic (permissive), for green_s; amber_s
+    and all_red_s of the IntersectionSpec follow for movements that lose their green."""
+
+    protected: tuple[str, ...] = ()
+    permissive: tuple[str, ...] = ()
+    green_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        for key in ("protected", "permissive"):
+            for i, m in enumerate(getattr(self, key)):
+                if m not in MOVEMENTS:
+                    raise FieldError(f"{key}[{i}]", "a movement <arm>_<turn> with arm E, N, W "
+                                     "or S and turn left, straight or right")
+        both = set(self.protected) & set(self.permissive)
+        if both:
+            raise FieldError("permissive", f"movements not also protected ({sorted(both)[0]})")
+        if not self.protected and not self.permissive:
+            raise FieldError("protected", "at least one movement with green in the phase")
+        if not 1.0 <= self.green_s <= 300.0:
+            raise FieldError("green_s", "a green time in [1, 300] s")
+
+
+@dataclass(frozen=True)
+class IntersectionSpec:
+    """Control and routes of a four_way_intersection road (ignored on other roads).
+
+    control "signals": a fixed-time plan; `phases` or, when empty, the default plan of four
+    phases: E/W protected left (left_green_s, skipped when 0), E/W straight and right with
+    permissive left (green_s), then the same for N/S. control "priority": no signals, the
+    major_axis arms ("EW" or "NS") have the right of way, the minor arms yield (approaching
+    at no more than yield_speed_mps) and left turns yield to oncoming traffic.
+    """
+
+    control: str = "signals"
+    # share of each approach's arrivals turning left, going straight, turning right: one
+    # triple for every arm, or four (E, N, W, S). Right turns come from the rightmost lane,
+    # left turns from the leftmost.
+    turn_shares: tuple = (0.2, 0.6, 0.2)
+    phases: tuple[PhaseSpec, ...] = ()
+    green_s: float = 20.0  # default plan: straight/right green of each axis, s
+    left_green_s: float = 6.0  # default plan: protected left green of each axis, s (0 none)
+    amber_s: float = 3.0
+    all_red_s: float = 2.0
+    offset_s: float = 0.0  # the plan's time at t = 0, s
+    major_axis: str = "EW"  # priority control: arms with the right of way
+    gap_margin_s: float = 1.5  # least time between clearing a conflict zone and a foe arriving
+    yield_speed_mps: float = 5.0  # most speed at a yield line (priority control, minor arms)
+    amber_decel_mps2: float = 3.0  # on amber, stop if this deceleration suffices, else go
+    turn_lat_accel_mps2: float = 2.0  # speed through turns: sqrt(this * radius)
+    ego_turn: str = "straight"  # the ego's movement at the junction
+
+    def __post_init__(self) -> None:
+        if self.control not in CONTROLS:
+            raise FieldError("control", f"one of {', '.join(CONTROLS)}")
+        shares = np.asarray(self.turn_shares, dtype=float) if _is_numeric_nested(
+            self.turn_shares) else None
+        if shares is None or shares.shape not in ((3,), (4, 3)):
+            raise FieldError("turn_shares", "three shares (left, straight, right) or four "
+                             "such triples (E, N, W, S)")
+        rows = shares.reshape(-1, 3)
+        for i, row in enumerate(rows):
+            where = "turn_shares" if shares.ndim == 1 else f"turn_shares[{i}]"
+            if np.any(row < 0) or abs(row.sum() - 1.0) > 1e-6:
+                raise FieldError(where, "non-negative shares that sum to 1")
+        for name, lo, hi in (("green_s", 1.0, 300.0), ("left_green_s", 0.0, 120.0),
+                             ("amber_s", 2.0, 8.0), ("all_red_s", 0.0, 10.0),
+                             ("offset_s", 0.0, 3600.0), ("gap_margin_s", 0.0, 10.0),
+                             ("yield_speed_mps", 1.0, 20.0), ("amber_decel_mps2", 1.0, 8.0),
+                             ("turn_lat_accel_mps2", 0.5, 6.0)):
+            v = getattr(self, name)
+            if not lo <= v <= hi:
+                raise FieldError(name, f"a value in [{lo:g}, {hi:g}]")
+        if self.major_axis not in ("EW", "NS"):
+            raise FieldError("major_axis", "EW or NS")
+        if self.ego_turn not in road_mod.TURN_NAMES:
+            raise FieldError("ego_turn", "left, straight or right")
+
+    @property
+    def shares_by_arm(self) -> np.ndarray:
+        """(4, 3) left, straight, right shares of the E, N, W, S approaches."""
+        shares = np.asarray(self.turn_shares, float)
+        return np.broadcast_to(shares, (4, 3)).copy()
+
+
+def _is_numeric_nested(value) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_is_numeric_nested(v) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -472,6 +571,7 @@ class WorldSpec:
     description: str = ""
     case: int | None = None  # sweep case number; None for a scenario without a sweep
     case_params: tuple[tuple[str, object], ...] = ()  # (key path, value) of the swept keys
+    intersection: IntersectionSpec = field(default_factory=IntersectionSpec)  # junction roads
 
     def __post_init__(self) -> None:
         if not 0.01 <= self.dt_s <= 0.5:

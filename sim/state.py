@@ -66,6 +66,7 @@ class TrafficState:
     safe_decel_mps2: np.ndarray
     accel_threshold_mps2: np.ndarray
     lane_change_s: np.ndarray
+    turn: np.ndarray  # int8 movement wanted at the next junction (sim.road.TURN_*), -1 none
     # bookkeeping
     active: np.ndarray  # bool
     collided: np.ndarray  # bool, overlaps another vehicle now
@@ -107,6 +108,8 @@ def empty_state(capacity: int, n_lanes: int) -> TrafficState:
             values[f.name] = np.full(capacity, -1, np.int64)
         elif f.name in ("kind", "role"):
             values[f.name] = np.zeros(capacity, np.int8)
+        elif f.name == "turn":
+            values[f.name] = np.full(capacity, -1, np.int8)
         elif f.name in ("active", "collided"):
             values[f.name] = np.zeros(capacity, bool)
         elif f.name == "script":

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from sim import behavior, collision, dynamics, events
+from sim import behavior, collision, dynamics, events, intersection
 from sim.events import Override  # noqa: F401  (the hook's return type, re-exported)
-from sim.road import LANE_DEAD_END, Road
+from sim.road import LANE_DEAD_END, TURN_NAMES, Road
 from sim.spec import FieldError, WorldSpec
 from sim.state import (
     KIND_TRUCK,
@@ -42,6 +42,8 @@ class Counters:
     merges: int = 0  # lane changes out of a lane that ends (on-ramp merges)
     collisions: int = 0  # pairs that start to overlap
     inflow_waiting: int = 0  # arrival-steps that waited for room at a lane's start
+    red_light_runs: int = 0  # fronts crossing a stop line on red (junction roads)
+    movements: tuple[int, int, int] = (0, 0, 0)  # junction entries going straight, left, right
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,6 +54,7 @@ class World:
     road: Road
     behavior: behavior.BehaviorParams = field(default_factory=behavior.BehaviorParams)
     script: events.Script | None = None  # the scenario's actors and events (sim/events.py)
+    junction: intersection.Junction | None = None  # control of a road with connector lanes
 
     @property
     def dt_s(self) -> float:
@@ -109,7 +112,25 @@ def make_world(spec: WorldSpec, road: Road | None = None) -> World:
         if max(traffic.density_vpkm_per_lane) > most:
             raise FieldError("traffic.density_vpkm_per_lane", f"at most {most:.0f} veh/km "
                              "(the longest vehicle drawn plus its jam distance per vehicle)")
+    if road.in_junction.any():
+        world = replace(world, junction=intersection.build_junction(
+            spec.intersection, road, world.inflow_vph(), _largest_vehicle_m(spec)))
     return replace(world, script=events.compile_script(spec, road))
+
+
+def _largest_vehicle_m(spec: WorldSpec) -> tuple[float, float]:
+    """Longest and widest vehicle a spec can put on the road (m): its drivers' size bounds,
+    the ego's and the scripted actors'."""
+    traffic = spec.traffic
+    kinds = [traffic.car] + ([traffic.truck] if traffic.truck_share > 0 else [])
+    length = max(d.length_m.hi for d in kinds)
+    width = max(d.width_m.hi for d in kinds)
+    if spec.ego is not None:
+        length, width = max(length, spec.ego.length_m), max(width, spec.ego.width_m)
+    for a in spec.actors:
+        length = max(length, a.length_m or 0.0)
+        width = max(width, a.width_m or 0.0)
+    return length, width
 
 
 def init_state(world: World, rng: np.random.Generator) -> TrafficState:
@@ -166,6 +187,9 @@ def init_state(world: World, rng: np.random.Generator) -> TrafficState:
     x, y, h = road.to_world(lane, s, np.zeros(n_bg))
     st.x[bg], st.y[bg], st.heading[bg], st.s[bg], st.station[bg] = x, y, h, s, station
     st.lane_heading[bg], st.lane_curvature[bg] = h, road.pose_at(lane, s)[3]
+    junction = world.junction
+    if junction is not None:
+        st.turn[bg] = junction.draw_turns(rng, lane)
     if ego is not None:
         st.ids[0], st.lane[0], st.active[0], st.role[0] = 0, ego.lane, True, ROLE_EGO
         st.length[0], st.width[0] = ego.length_m, ego.width_m
@@ -179,6 +203,8 @@ def init_state(world: World, rng: np.random.Generator) -> TrafficState:
         st.lane_heading[0], st.lane_curvature[0] = h[0], road.pose_at(st.lane[:1], s0)[3][0]
         st.station[0] = ego.station_m
         st.speed[0] = ego.speed_mps
+        if junction is not None:
+            st.turn[0] = TURN_NAMES.index(world.spec.intersection.ego_turn)
     if actors:
         events.place_actors(st, world.spec, road)
     # speeds: as fast as desired, but no faster than the gap ahead allows (IDM equilibrium)
@@ -188,12 +214,18 @@ def init_state(world: World, rng: np.random.Generator) -> TrafficState:
     lc = np.where(has, lead, 0)
     gap = np.where(has, st.station[lc] - st.station[bg] - 0.5 * (st.length[lc] + st.length[bg]),
                    np.inf)
+    lead_v2 = np.where(has, 0.0, np.inf)  # leader speed squared is added below
+    if junction is not None:  # the first vehicle of an approach lane treats its line as stopped
+        at_line = ~has & junction.is_approach[lane]
+        gap = np.where(at_line, road.length_m[lane] - st.s[bg] - 0.5 * st.length[bg]
+                       - intersection.STOP_MARGIN_M, gap)
+        lead_v2 = np.where(at_line, 0.0, lead_v2)
     room = np.maximum(gap - st.min_gap_m[bg], 0.0)
     speed = np.minimum(room / st.time_gap_s[bg], st.v0_mps[bg])
     # no faster than lets a driver stop behind its leader braking comfortably (front to back)
     for _ in range(1000):
         st.speed[bg] = speed
-        limit = np.sqrt(np.where(has, st.speed[lc] ** 2, np.inf)
+        limit = np.sqrt(np.where(has, st.speed[lc] ** 2, 0.0) + lead_v2
                         + 2.0 * st.comf_decel_mps2[bg] * room)
         if np.all(speed <= limit + 1e-9):
             break
@@ -208,6 +240,8 @@ def init_state(world: World, rng: np.random.Generator) -> TrafficState:
 def truck_share(road: Road, lane: np.ndarray, share: float) -> np.ndarray:
     """(N,) share of trucks among arrivals in each lane: none left of TRUCK_MAX_LANE on roads
     with three or more main lanes."""
+    if road.has_successors:  # junction arms: trucks may use every lane (they turn from them)
+        return np.full(np.shape(lane), share, float)
     n_main = int(np.count_nonzero(road.end_kind != LANE_DEAD_END))
     banned = (n_main >= 3) & (lane > TRUCK_MAX_LANE) & (road.end_kind[lane] != LANE_DEAD_END)
     return np.where(banned, 0.0, share)
@@ -247,11 +281,20 @@ def step(state: TrafficState, world: World, rng: np.random.Generator,
     counters = counters or Counters()
     st = state
     index = behavior.build_lane_index(st.lane, st.lane_from, st.station, st.active)
-    accel = behavior.longitudinal_accel(st, road, index)
+    junction = world.junction
+    if junction is None:
+        accel = behavior.longitudinal_accel(st, road, index)
+    else:
+        jc = intersection.control(st, junction, index)
+        accel = behavior.longitudinal_accel(st, road, index,
+                                            extra=(jc.rows, jc.gap_m, jc.lead_speed_mps))
+        accel = intersection.apply(accel, jc, behavior.MAX_DECEL_MPS2)
     accel = behavior.merge_cooperation(st, road, index, accel, world.behavior)
     lc_rows, lc_target = behavior.mobil_decisions(st, road, index, accel, world.behavior, dt)
     if len(lc_rows):
         keep = (st.kind[lc_rows] != KIND_TRUCK) | (truck_share(road, lc_target, 1.0) > 0)
+        if road.has_successors:  # stay in lanes that lead where the driver is going
+            keep &= road.allows_turn(lc_target, st.turn[lc_rows])
         lc_rows, lc_target = lc_rows[keep], lc_target[keep]
     lc_s = lat_off = None  # durations of commanded lane changes, lane-keeping offsets (C,)
     if world.script is not None:
@@ -311,9 +354,13 @@ def step(state: TrafficState, world: World, rng: np.random.Generator,
     past_end = active & (s > road.length_m[lane_c])
     n_exited = 0
     ids = st.ids
+    turn = st.turn
+    movements = counters.movements
     if past_end.any():
         lane, lane_from, active = lane.copy(), lane_from.copy(), active.copy()
-        succ = road.successor[lane_c]
+        ends = np.flatnonzero(past_end)
+        succ = np.full(st.capacity, -1, np.int64)
+        succ[ends] = road.next_lane(lane_c[ends], st.turn[ends])
         moves = past_end & (succ >= 0)
         if moves.any():
             r = np.flatnonzero(moves)
@@ -321,6 +368,12 @@ def step(state: TrafficState, world: World, rng: np.random.Generator,
             lane_from[r] = -1
             (s[r], d[r], station[r], lane_heading[r],
              lane_curv[r]) = road.project(lane[r], s[r] - road.length_m[lane_c[r]], x[r], y[r])
+            into = r[road.in_junction[lane[r]]]
+            if len(into):  # entering a junction: the connector taken is the route's turn
+                turn = turn.copy()
+                turn[into] = road.turn[lane[into]]
+                movements = tuple(int(a + b) for a, b in zip(
+                    movements, np.bincount(turn[into], minlength=3)))
         leaves = np.flatnonzero(past_end & (succ < 0))
         n_exited = len(leaves)
         active[leaves] = False
@@ -338,17 +391,22 @@ def step(state: TrafficState, world: World, rng: np.random.Generator,
     collided[rows[pj]] = True
     new_pairs = int(np.count_nonzero(~(st.collided[rows[pi]] & st.collided[rows[pj]])))
 
+    n_red = 0
+    if junction is not None:
+        n_red = intersection.red_light_runs(junction, jc, st.lane, lane, s, st.length)
+
     new = st.evolve(
         t_s=st.t_s + dt, step=st.step + 1, x=x, y=y, heading=heading, speed=speed,
         vx=vx, vy=vy, accel=accel, tan_steer=tan_steer, lane=lane, s=s, d=d, station=station,
         lane_heading=lane_heading, lane_curvature=lane_curv, lane_from=lane_from,
-        lc_elapsed_s=lc_elapsed, active=active, collided=collided, ids=ids)
+        lc_elapsed_s=lc_elapsed, active=active, collided=collided, ids=ids, turn=turn)
     new, n_in, n_wait = _inflow(new, world, rng)
     counters = replace(
         counters, entered=counters.entered + n_in, exited=counters.exited + n_exited,
         lane_changes=counters.lane_changes + len(lc_rows), merges=counters.merges + n_merges,
         collisions=counters.collisions + new_pairs,
-        inflow_waiting=counters.inflow_waiting + n_wait)
+        inflow_waiting=counters.inflow_waiting + n_wait,
+        red_light_runs=counters.red_light_runs + n_red, movements=movements)
     return new, counters
 
 
@@ -394,6 +452,8 @@ def _inflow(st: TrafficState, world: World, rng: np.random.Generator):
     st.lane[rows], st.lane_from[rows] = lanes, -1
     st.active[rows], st.role[rows], st.collided[rows] = True, ROLE_BACKGROUND, False
     st.lc_elapsed_s[rows] = 0.0
+    if world.junction is not None:
+        st.turn[rows] = world.junction.draw_turns(rng, lanes)
     s = np.zeros(n_in)
     x, y, h, curv, station = road.pose_at(lanes, s)
     st.x[rows], st.y[rows], st.heading[rows], st.s[rows], st.d[rows] = x, y, h, s, 0.0
@@ -527,6 +587,8 @@ def run(world: World, duration_s: float | None = None, record_every: int | None 
     if rec:
         meta = {"source": "drivecast", "scenario": spec.name, "seed": spec.seed,
                 "dt": spec.dt_s * rec.every}
+        if world.junction is not None:  # enough to show and obey the signals in a replay
+            meta["junction"] = world.junction.describe()
         if spec.case is not None:
             meta["case"] = spec.case
             meta["case_params"] = dict(spec.case_params)
