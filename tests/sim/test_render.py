@@ -206,3 +206,28 @@ def test_save_png_writes_a_png_of_the_surface_size(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pygame.image.load(str(out)).get_size() == (200, 120)
     assert [p.name for p in out.parent.iterdir()] == ["a.png"]
+
+
+def test_a_junction_has_stop_lines_a_paved_box_no_lines_inside_and_signal_lights():
+    from sim.road import four_way_intersection
+
+    road = four_way_intersection(n_lanes=2, lane_width_m=3.5, kerb_radius_m=12.0)
+    art = R.road_art(road)
+    box_m = 12.0 + 2 * 3.5
+    assert len(art.stop_lines) == 8  # two approach lanes on each of four arms
+    inside = [np.all(np.abs(p) < box_m - 0.5, axis=1) for p, _, _ in art.solid]
+    assert not any(i.any() for i in inside)
+    assert not np.any(np.all(np.abs(art.dash_centres) < box_m - 0.5, axis=1))
+    view = R.View(width_px=400, height_px=400, center_x_m=0.0, center_y_m=0.0, px_per_m=8.0)
+    signal = np.full(road.n_lanes, -1)
+    conn = np.flatnonzero(road.in_junction)
+    signal[conn] = 2
+    signal[conn[0]] = 0
+    surf = R.render(R.Scene(vehicles=vehicles([]), road=road, lane_signal=signal), view)
+    for x, y in ((0.0, 0.0), (10.0, 10.0), (-10.0, -10.0), (box_m - 4.0, 0.0)):
+        assert pixel(surf, view, x, y) == R.ASPHALT, (x, y)  # the box is paved
+    assert pixel(surf, view, box_m + 5.0, box_m + 5.0) == R.BG  # between the arms: no road
+    lx, ly = art.signal_lights[conn[0]]
+    assert pixel(surf, view, lx, ly) == R.SIGNAL_RGB[0]
+    lx, ly = art.signal_lights[conn[1]]
+    assert pixel(surf, view, lx, ly) == R.SIGNAL_RGB[2]
