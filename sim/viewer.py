@@ -304,7 +304,7 @@ class ReplaySource:
         self.tracks = tracks
         self.title = title or str(tracks.meta.get("source", "replay"))
         self.dt_s = float(tracks.dt_s) if tracks.n_steps > 1 else 0.1
-        self.road = tracks.road
+        self.road = tracks.road if tracks.road is not None else _fitted_road(tracks)
         self.cursor = 0
         present = tracks.present
         self._present = present
@@ -422,6 +422,17 @@ class ReplaySource:
         rows = self.rows() if select is None else self.rows()[select]
         return history_from_tracks(self.tracks, rows, np.full(len(rows), self.cursor),
                                    history_steps, n_neighbors)
+
+
+def _fitted_road(tracks: Tracks):
+    """Straight lanes fitted to a recording without a road (NGSIM; sim.replay.fit_road), or
+    None when the data do not look like traffic on parallel lanes (a grid is drawn then)."""
+    from sim.replay import ReplayError, fit_road
+
+    try:
+        return fit_road(tracks)
+    except ReplayError:
+        return None
 
 
 def junction_of(tracks: Tracks):

@@ -404,6 +404,7 @@ def test_following_moves_on_when_the_followed_vehicle_leaves_a_replay():
                     length=np.full(2, 4.5, np.float32), width=np.full(2, 1.8, np.float32),
                     ids=np.array([7, 8]), meta={"source": "test", "dt": 0.1})
     src = V.ReplaySource(tracks, "two")
+    assert src.road is not None and src.road.n_lanes == 2  # lanes fitted to the data
     viewer = V.Viewer(src, view=small_view(), headless=True)
     assert viewer.selected_id == 8  # no ego: the vehicle that stays longest
     viewer.selected_id = 7
