@@ -171,15 +171,17 @@ def cmd_run(args) -> int:
         world = make_world(spec)
     except ValueError as exc:
         raise InputError(f"run: {exc}") from None
+    layer = safety_layer(args, world)  # the ego's avoidance (--avoidance), or None
+    annotate = plan_annotation(layer) if layer is not None else None
     if not (args.headless or args.frames_dir or args.gif):
-        return run_window_mode(args, world)
-    frames = frame_hook(args, world)
+        return run_window_mode(args, world, layer, annotate)
+    frames = frame_hook(args, world, inner=layer, annotate=annotate)
     n_steps = int(round(spec.duration_s / spec.dt_s))
     bar = _progress_bar(n_steps, "simulating", not args.quiet)
     t0 = time.perf_counter()
     result = run(world, record_every=args.record_every if args.record else None,
                  progress=lambda i, n: bar.update(1),
-                 hook=frames.hook if frames else None)
+                 hook=frames.hook if frames else layer)
     wall = time.perf_counter() - t0
     bar.close()
     if args.record:
@@ -208,6 +210,8 @@ def cmd_run(args) -> int:
               f"{summary['entered_vph']} veh/h; arrivals queued upstream per entry lane "
               f"(s): {summary['inflow_delay_s']}")
     summary.update(scenario_summary(args, world, result.state))
+    if layer is not None:
+        summary["avoidance"] = avoidance_summary(args, layer, result.state)
     if args.record:
         say(args, f"  track file: {args.record}")
     if frames:
@@ -240,6 +244,7 @@ def add_run_parser(sub) -> None:
                    help="record every N-th step (default 1)")
     p.add_argument("--json", metavar="PATH", help="write a summary as JSON ('-' for stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_avoidance_args(p)
     add_view_args(p, "write PNG frames here (implies --headless)")
     p.set_defaults(func=cmd_run)
 
@@ -355,13 +360,15 @@ def _say_profile(args, viewer) -> dict:
     return prof
 
 
-def run_window_mode(args, world) -> int:
-    """`run` without --headless: the live window."""
+def run_window_mode(args, world, layer=None, annotate=None) -> int:
+    """`run` without --headless: the live window (the ego's avoidance `layer` as the hook,
+    its plans drawn through `annotate`)."""
     from sim.tracks import write_tracks
     from sim.viewer import LiveSource, run_window
 
     _open_window("run")
-    source = LiveSource(world, record_every=args.record_every if args.record else None)
+    source = LiveSource(world, hook=layer, annotate=annotate,
+                        record_every=args.record_every if args.record else None)
     viewer = _viewer(args, source, headless=False, what="run")
     run_window(viewer)
     summary = {"scenario": world.spec.name, "seed": world.spec.seed,
@@ -642,7 +649,8 @@ def cmd_benchmark_sim(args) -> int:
 
 def add_benchmark_parser(sub) -> None:
     p = sub.add_parser("benchmark", help="measure speed and accuracy")
-    bsub = p.add_subparsers(dest="what", metavar="{sim,predict,render}", parser_class=_Parser)
+    bsub = p.add_subparsers(dest="what", metavar="{sim,predict,render,safety}",
+                            parser_class=_Parser)
     bsub.required = True
     s = bsub.add_parser("sim", help="raw simulator throughput, all behaviour on, no rendering")
     s.add_argument("--vehicles", type=positive_int, default=1000)
@@ -655,6 +663,7 @@ def add_benchmark_parser(sub) -> None:
     s.set_defaults(func=cmd_benchmark_sim)
     add_benchmark_render_parser(bsub)
     add_benchmark_predict_parser(bsub)
+    add_benchmark_safety_parser(bsub)
 
 
 # ---- benchmark predict ---------------------------------------------------------------------
@@ -771,6 +780,215 @@ def add_sim_source_args(p) -> None:
                    help="with --data sim: longest episode, s (default 120)")
     p.add_argument("--workers", type=positive_int, default=2,
                    help="with --data sim: simulating processes (default 2)")
+
+
+# ---- the ego's avoidance: run --avoidance, benchmark safety (docs/safety.md) ---------------
+
+
+def avoidance_modes() -> list[str]:
+    """none, reactive and one mode per registered predictor."""
+    from predictor.registry import predictor_names
+    from sim.avoidance import BUILTIN_MODES
+
+    return list(BUILTIN_MODES) + predictor_names()
+
+
+def parse_modes(text: str, what: str) -> list[str]:
+    """'none,reactive,cv' -> names; InputError for unknown, repeated or empty names."""
+    valid = avoidance_modes()
+    names = [n.strip() for n in text.split(",")]
+    if not text.strip() or any(not n for n in names):
+        raise InputError(f"{what}: expected comma-separated modes, got {text!r} (valid: "
+                         f"{', '.join(valid)})")
+    for n in names:
+        if n == "oracle":
+            raise InputError(f"{what}: mode 'oracle' (the recorded future) needs log replay, "
+                             f"which the safety layer does not support yet (valid: "
+                             f"{', '.join(valid)})")
+        if n not in valid:
+            raise InputError(f"{what}: unknown avoidance mode {n!r} (valid: {', '.join(valid)})")
+    if len(set(names)) != len(names):
+        raise InputError(f"{what}: a mode is listed twice in {text!r}")
+    return names
+
+
+def avoidance_params(args, what: str):
+    """sim.avoidance.AvoidanceParams from the flags (sensor noise, latency, horizon)."""
+    from sim.avoidance import AvoidanceParams
+
+    try:
+        return AvoidanceParams(sensor_noise_pos_m=args.sensor_noise,
+                               sensor_noise_vel_mps=args.sensor_noise_vel,
+                               latency_s=args.latency, horizon_s=args.plan_horizon)
+    except ValueError as exc:
+        raise InputError(f"{what}: {exc}") from None
+
+
+def _check_predictors(modes: list[str], checkpoint, k: int, what: str) -> None:
+    """Build each predictor mode's forecaster once here, so a bad checkpoint is one line."""
+    from predictor.registry import make_predictor
+    from sim.avoidance import BUILTIN_MODES
+
+    for m in modes:
+        if m not in BUILTIN_MODES:
+            try:
+                make_predictor(m, checkpoint=checkpoint, k=k)
+            except ValueError as exc:
+                raise InputError(f"{what}: avoidance mode {m}: {exc}") from None
+
+
+def safety_layer(args, world):
+    """The ego's SafetyLayer for `run`: --avoidance, else the scenario's ego.avoidance (None
+    when that is 'none' and no flag asks for it, or there is no ego)."""
+    mode = args.avoidance
+    spec = world.spec
+    if mode is None:
+        mode = spec.ego.avoidance if spec.ego is not None else "none"
+        if mode == "none":
+            return None
+    if spec.ego is None:
+        raise InputError("run --avoidance: the scenario has no ego")
+    mode = parse_modes(mode, "run --avoidance")
+    if len(mode) != 1:
+        raise InputError("run --avoidance: one mode")
+    mode = mode[0]
+    from predictor.registry import make_predictor
+    from sim.avoidance import BUILTIN_MODES, SafetyLayer
+
+    predictor = None
+    if mode not in BUILTIN_MODES:
+        try:
+            predictor = make_predictor(mode, checkpoint=args.checkpoint, k=args.k)
+        except ValueError as exc:
+            raise InputError(f"run --avoidance {mode}: {exc}") from None
+    try:
+        return SafetyLayer(mode, avoidance_params(args, "run"), predictor, spec.dt_s,
+                           seed=spec.seed)
+    except ValueError as exc:
+        raise InputError(f"run --avoidance {mode}: {exc}") from None
+
+
+def plan_annotation(layer):
+    """What the viewer draws of the layer's decision for a state (sim.viewer.Annotation)."""
+
+    def annotate(state):
+        from sim.viewer import Annotation
+
+        plan = layer.plan_for(state)
+        if plan is None:
+            return None
+        return Annotation(plan_xy=plan.plan_xy, reacts_to_id=plan.reacts_to_id,
+                          threat_ids=plan.threat_ids, action=f"{layer.mode}: {plan.action}")
+
+    return annotate
+
+
+def avoidance_summary(args, layer, state) -> dict:
+    plans = list(layer.plans.values())
+    out = {"mode": layer.mode,
+           "intervention_steps": sum(1 for p in plans if p.intervening),
+           "min_command_mps2": round(min((p.command_mps2 for p in plans), default=0.0), 3),
+           "ego_collided": bool(state.active[0] and state.collided[0])}
+    say(args, f"  avoidance {layer.mode}: intervened in {out['intervention_steps']} steps, "
+              f"hardest command {out['min_command_mps2']:.1f} m/s2"
+              + (" (last plans only)" if len(plans) >= layer.keep_plans else ""))
+    return out
+
+
+def add_avoidance_args(p, modes_help: str | None = None) -> None:
+    g = p.add_argument_group("avoidance (docs/safety.md)")
+    g.add_argument("--avoidance", metavar="MODE" if modes_help is None else "MODES",
+                   help=modes_help or "the ego's safety layer: none, reactive (AEB on current "
+                   "states) or a predictor name (cv, ca, ctrv, kalman, cv_multi, rnn, ...) "
+                   "whose forecasts it acts on; default: the scenario's ego.avoidance")
+    g.add_argument("--sensor-noise", type=float, default=0.0, metavar="M",
+                   help="std of the agents' perceived positions, m (default 0)")
+    g.add_argument("--sensor-noise-vel", type=float, default=0.0, metavar="MPS",
+                   help="std of the agents' perceived velocities, m/s (default 0)")
+    g.add_argument("--latency", type=float, default=0.0, metavar="S",
+                   help="the layer sees the agents this much late, s (default 0)")
+    g.add_argument("--plan-horizon", type=positive_float, default=3.0, metavar="S",
+                   help="the layer's planning horizon, s (default 3)")
+
+
+def cmd_benchmark_safety(args) -> int:
+    import functools
+
+    from predictor.registry import make_predictor
+    from scenarios.loader import ScenarioError
+    from scenarios.suite import episodes
+    from sim import safety
+
+    what = "benchmark safety"
+    modes = parse_modes(args.avoidance, f"{what} --avoidance")
+    params = avoidance_params(args, what)
+    try:
+        settings = safety.SafetySettings(test_track_end=not args.full_episodes)
+        specs = episodes(args.suite, repeats=args.seeds, duration_s=args.duration)
+    except ScenarioError as exc:
+        raise InputError(f"{what} --suite: {exc}" if str(exc).startswith("unknown")
+                         else str(exc)) from None
+    except ValueError as exc:
+        raise InputError(f"{what}: {exc}") from None
+    no_ego = sorted({s.name for s in specs if s.ego is None})
+    if no_ego:
+        raise InputError(f"{what} --suite {args.suite}: scenarios without an ego: "
+                         f"{', '.join(no_ego)}")
+    _check_predictors(modes, args.checkpoint, args.k, what)
+    workers = args.workers or os.cpu_count() or 1
+    factory = functools.partial(make_predictor, checkpoint=args.checkpoint, k=args.k)
+    n_jobs = len(specs) * len(modes)
+    say(args, f"{what}: suite {args.suite}, {len(specs)} episodes x {len(modes)} modes "
+              f"({', '.join(modes)}) = {n_jobs} runs on {min(workers, n_jobs)} worker(s)")
+    from tqdm import tqdm
+
+    bar = tqdm(total=n_jobs, desc="episodes", unit="run", disable=args.quiet, leave=False,
+               dynamic_ncols=True)
+    try:
+        result = safety.benchmark(specs, modes, factory, params, settings, workers,
+                                  by_case=args.by == "case",
+                                  progress=lambda done, total: bar.update(done - bar.n))
+    finally:
+        bar.close()
+    result = {"suite": args.suite, "modes": modes, "seeds": args.seeds, **result}
+    say(args, safety.format_table(result))
+    say(args, f"{n_jobs} runs, {sum(e['duration_s'] for e in result['episodes']):.0f} s "
+              f"simulated, wall {result['wall_s']:.1f} s with {result['workers']} worker(s)")
+    if args.plot:
+        safety.plot_cases(result, args.plot)
+        say(args, f"plot: {args.plot}")
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
+def add_benchmark_safety_parser(bsub) -> None:
+    s = bsub.add_parser("safety", help="closed-loop collision avoidance over a scenario suite "
+                                       "(docs/safety.md)")
+    s.add_argument("--suite", default="ncap", metavar="NAME|FILE.toml",
+                   help="a group (ncap, highway, all), a shipped scenario or a scenario file "
+                        "(default ncap)")
+    add_avoidance_args(s, "comma-separated modes: none, reactive and predictor names "
+                          "(default none,reactive,cv,kalman)")
+    s.set_defaults(avoidance="none,reactive,cv,kalman")
+    s.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                   help="episodes per case, each with its own derived seed (default 1)")
+    s.add_argument("--duration", type=positive_float, metavar="S",
+                   help="replaces each scenario's duration, s")
+    s.add_argument("--by", choices=("case",), help="also one row per sweep case")
+    s.add_argument("--workers", type=positive_int, metavar="N",
+                   help="worker processes (default: all cores); results do not depend on it")
+    s.add_argument("--checkpoint", metavar="NAME|FILE",
+                   help="checkpoint for learned predictors (e.g. rnn: sim, ngsim or a file)")
+    s.add_argument("--k", type=positive_int, default=6,
+                   help="modes of a multimodal predictor (default 6)")
+    s.add_argument("--full-episodes", action="store_true",
+                   help="run test-track episodes to their end instead of ending them as Euro "
+                        "NCAP does (at a standstill or once no longer closing in)")
+    s.add_argument("--plot", metavar="PNG", help="collisions and impact speed per case and mode")
+    s.add_argument("--json", metavar="PATH", help="write results as JSON ('-' for stdout)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_benchmark_safety)
 
 
 # ---- import ngsim -------------------------------------------------------------------------

@@ -1,0 +1,321 @@
+"""The ego's safety layer: actuator, kinematics, scoring against forecasts, the AEB, and
+closed-loop behaviour on small Euro NCAP-like and cut-in situations."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from sim import avoidance as A
+from sim.forecast import Prediction
+from sim.road import straight_highway
+from sim.spec import ActorSpec, EgoSpec, EventSpec, RoadSpec, TrafficSpec, WorldSpec
+from sim.world import make_world, run
+
+DT = 0.1
+P = A.AvoidanceParams()
+
+
+class ConstantVelocity:
+    """A minimal forecaster for tests: the current velocity held (K = 1, no uncertainty)."""
+
+    name = "cv_test"
+    dt_s = None
+    n_neighbors = 0
+
+    def predict(self, history, horizon_steps):
+        t = history.dt_s * np.arange(1, horizon_steps + 1)
+        xy = history.xy[:, -1, None, :] + history.vxy[:, -1, None, :] * t[None, :, None]
+        return Prediction(xy=xy[:, None], prob=np.ones((len(xy), 1)))
+
+
+class Frozen:
+    """A wrong forecaster: every agent stops dead where it is."""
+
+    name = "frozen"
+    dt_s = None
+    n_neighbors = 0
+
+    def predict(self, history, horizon_steps):
+        xy = np.repeat(history.xy[:, -1, None, :], horizon_steps, axis=1)
+        return Prediction(xy=xy[:, None], prob=np.ones((len(xy), 1)))
+
+
+def track_spec(ego_kph=50.0, target_kph=0.0, gap_m=None, ttc_s=4.0, duration_s=8.0,
+               n_lanes=2, events=()):
+    """A test track: the ego cruising in lane 0 toward a target in its lane."""
+    place = {"gap_m": gap_m} if gap_m is not None else {"ttc_s": ttc_s}
+    return WorldSpec(
+        road=RoadSpec("straight_highway", {"n_lanes": n_lanes, "length_m": 800.0}),
+        traffic=TrafficSpec(flow_vph_per_lane=0.0, ramp_flow_vph=0.0, initial_fill=False),
+        ego=EgoSpec(lane=0, station_m=100.0, speed_mps=ego_kph / 3.6,
+                    desired_speed_mps=max(ego_kph, 1.0) / 3.6, driver="cruise"),
+        actors=(ActorSpec(name="target", lane=0, speed_mps=target_kph / 3.6, **place),),
+        events=events, duration_s=duration_s, seed=1, name="track")
+
+
+def cut_in_spec(gap_m=15.0, lateral_s=4.0, cutter_kph=70.0):
+    """The ego at 100 km/h in lane 1; a slower car in lane 0 cuts in when gap_m ahead."""
+    return WorldSpec(
+        road=RoadSpec("straight_highway", {"n_lanes": 2, "length_m": 1000.0}),
+        traffic=TrafficSpec(flow_vph_per_lane=0.0, ramp_flow_vph=0.0, initial_fill=False),
+        ego=EgoSpec(lane=1, station_m=100.0, speed_mps=100 / 3.6, desired_speed_mps=105 / 3.6,
+                    driver="idm_lane", follow_actors="in_lane", time_gap_s=1.2),
+        actors=(ActorSpec(name="cutter", lane=0, gap_m=40.0, speed_mps=cutter_kph / 3.6,
+                          driver="idm_lane"),),
+        events=(EventSpec(type="cut_in", actor="cutter", when_gap_m=gap_m,
+                          duration_s=lateral_s),),
+        duration_s=8.0, seed=3, name="cut")
+
+
+def closed_loop(spec, mode, predictor=None, params=None):
+    layer = A.SafetyLayer(mode, params, predictor, spec.dt_s, seed=spec.seed)
+    res = run(make_world(spec), hook=layer)
+    return res, layer
+
+
+# ---- parameters and the actuator ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change", [
+    {"max_brake_mps2": 0.0}, {"sensing_range_m": -1.0}, {"p_release": 0.2},
+    {"keep_lane_accels_mps2": (2.0, -12.0)}, {"horizon_s": float("nan")},
+    {"aeb_min_decel_mps2": 10.0}, {"latency_s": 5.0}, {"keep_lane_accels_mps2": ()}])
+def test_params_reject_bad_values(change):
+    with pytest.raises(ValueError):
+        A.AvoidanceParams(**change)
+
+
+def test_actuator_delays_then_ramps_at_the_jerk_limit():
+    act = A.Actuator.idle(P, DT)
+    assert len(act.pending_mps2) == 2  # 0.2 s at 0.1 s steps
+    applied = []
+    for _ in range(8):
+        act = A.actuator_step(act, -9.0, P, DT)
+        applied.append(act.applied_mps2)
+    # nothing for 0.2 s, then 3 m/s^2 per step (30 m/s^3) down to the limit
+    assert applied == pytest.approx([0.0, 0.0, -3.0, -6.0, -9.0, -9.0, -9.0, -9.0])
+    for _ in range(3):
+        act = A.actuator_step(act, 5.0, P, DT)
+    assert act.applied_mps2 == pytest.approx(-6.0)  # released at the same rate
+    for _ in range(10):
+        act = A.actuator_step(act, 5.0, P, DT)
+    assert act.applied_mps2 == pytest.approx(P.max_accel_mps2)  # capped at +3
+
+
+def test_actuator_response_matches_stepping_the_actuator():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        act = A.Actuator(rng.uniform(-9, 3, 2), float(rng.uniform(-9, 3)))
+        commands = rng.uniform(-9, 3, 5)
+        rolled = A.actuator_response(act, commands, 25, P, DT)
+        for c, row in zip(commands, rolled):
+            a, seq = act, []
+            for _ in range(25):
+                a = A.actuator_step(a, c, P, DT)
+                seq.append(a.applied_mps2)
+            assert row == pytest.approx(seq)
+
+
+def test_speed_profile_never_reverses_and_stops_at_the_braking_distance():
+    v, dist = A.speed_profile(20.0, np.full((1, 60), -5.0), DT)
+    assert v.min() == 0.0 and np.all(np.diff(v[0]) <= 0)
+    assert dist[0, -1] == pytest.approx(20.0 ** 2 / (2 * 5.0), abs=0.5)
+    v, _ = A.speed_profile(0.0, np.concatenate([np.full((1, 5), -3.0),
+                                                np.full((1, 5), 1.0)], 1), DT)
+    assert v[0, 5] == 0.0 and v[0, -1] == pytest.approx(0.5)  # starts again from rest
+
+
+# ---- the reactive AEB ------------------------------------------------------------------------
+
+
+def test_required_decel_matches_hand_computed_cases():
+    # a stopped target 40 m ahead at 20 m/s: v^2 / 2d
+    assert A.required_decel(40.0, 20.0, 0.0, 0.0, 0.0, 0.0) == pytest.approx(5.0)
+    # 0.5 s of delay eats 10 m of the 40
+    assert A.required_decel(40.0, 20.0, 0.0, 0.0, 0.5, 0.0) == pytest.approx(400 / 60)
+    # a lead at constant 10 m/s: shed the 10 m/s difference within 20 m
+    assert A.required_decel(20.0, 20.0, 10.0, 0.0, 0.0, 0.0) == pytest.approx(2.5)
+    # slower than the lead, nothing to do; a gap already too small, nothing suffices
+    assert A.required_decel(5.0, 10.0, 15.0, 0.0, 0.0, 0.0) == 0.0
+    assert math.isinf(A.required_decel(-1.0, 10.0, 0.0, 0.0, 0.0, 0.0))
+    # a lead braking 6 m/s^2 from 14 m/s, 12 m ahead, both at 14 m/s: stop behind its stop
+    lead_stop = 14.0 ** 2 / 12.0
+    assert A.required_decel(12.0, 14.0, 14.0, -6.0, 0.0, 0.0) == pytest.approx(
+        14.0 ** 2 / (2 * (12.0 + lead_stop)))
+
+
+def test_reactive_command_brakes_only_when_needed_and_holds_until_not_closing():
+    decel, braking, ttc = A.reactive_command(100.0, 20.0, 0.0, 0.0, False, P)
+    assert decel is None and not braking and ttc == pytest.approx(5.0)
+    decel, braking, _ = A.reactive_command(30.0, 20.0, 0.0, 0.0, False, P)
+    assert braking and P.aeb_min_decel_mps2 <= decel <= P.max_brake_mps2
+    # while braking it goes on until the ego no longer closes in
+    decel, braking, _ = A.reactive_command(30.0, 8.0, 0.0, 0.0, True, P)
+    assert braking and decel >= P.aeb_min_decel_mps2
+    decel, braking, _ = A.reactive_command(30.0, 10.0, 10.0, 0.0, True, P)
+    assert not braking and decel is None
+
+
+# ---- plans and their scores --------------------------------------------------------------------
+
+
+def _layer_state(state_factory, vehicles, mode="cv"):
+    road = straight_highway(n_lanes=3, length_m=2000.0)
+    st = state_factory(road, vehicles)
+    layer = A.SafetyLayer(mode, P, ConstantVelocity() if mode != "reactive" else None, DT)
+    layer.actuator = A.Actuator.idle(P, DT)
+    return road, st, layer
+
+
+def test_candidates_cover_braking_and_lane_changes_where_lanes_exist(state_factory):
+    road, st, layer = _layer_state(state_factory, [
+        {"lane": 1, "station_m": 300.0, "speed_mps": 25.0, "length": 4.7, "width": 1.9}])
+    cand = A.plan_candidates(st, road, 0.5, layer.actuator, P, DT, full=True)
+    keep = cand.side == A.KEEP
+    assert cand.accel_mps2[0] == 0.5 and np.all(cand.accel_mps2[1:][keep[1:]] < 0.5)
+    assert cand.accel_mps2[keep].min() == -P.max_brake_mps2
+    assert {A.LEFT, A.RIGHT} <= set(cand.side.tolist())
+    assert cand.xy.shape == (cand.n, 30, 2) and cand.heading.shape == (cand.n, 30)
+    # harder braking drives less; lane changes end a lane over (3.7 m)
+    assert np.all(np.diff(cand.dist[keep][1:, -1]) <= 1e-9)
+    left = np.flatnonzero(cand.side == A.LEFT)[0]
+    lateral = cand.xy[left, -1, 1] - cand.xy[0, -1, 1]
+    assert lateral == pytest.approx(3.7, abs=0.05)
+    # in the left lane, no lane to the left
+    _, st2, _ = _layer_state(state_factory, [{"lane": 2, "station_m": 300.0, "speed_mps": 25}])
+    assert set(A.lane_change_targets(st2, road, P)) == {A.RIGHT}
+
+
+def test_scores_flag_a_stopped_car_ahead_but_not_a_car_in_the_next_lane(state_factory):
+    road, st, layer = _layer_state(state_factory, [
+        {"lane": 1, "station_m": 300.0, "speed_mps": 25.0, "length": 4.7, "width": 1.9},
+        {"lane": 1, "station_m": 365.0, "speed_mps": 0.0},  # stopped, 60 m ahead
+        {"lane": 2, "station_m": 310.0, "speed_mps": 25.0}])  # beside, same speed
+    layer.buffer.push(st)
+    fc = layer.forecast(st, st, np.array([1, 2]))
+    cand = A.plan_candidates(st, road, 0.0, layer.actuator, P, DT, full=True)
+    sc = A.score_plans(cand, fc, 4.7, 1.9, P, DT)
+    assert sc.p_collision[0] > 0.99  # holding 25 m/s runs into it
+    assert sc.p_agent[0, 1] < 1e-3  # the neighbour is no threat
+    hardest = np.argmin(np.where(cand.side == A.KEEP, cand.accel_mps2, np.inf))
+    assert sc.p_collision[hardest] < 1e-3 and sc.p_margin[hardest] < sc.p_margin[0]
+    cost = A.plan_costs(cand, sc, 0.0, 30.0, P, DT)
+    best, kind = A.choose(sc, cost, cand, P.p_accept, P)
+    assert best != 0 and kind in ("comfortable", "safe", "restore")
+
+
+def test_uncertainty_turns_a_near_miss_into_a_risk(state_factory):
+    road, st, layer = _layer_state(state_factory, [
+        {"lane": 1, "station_m": 300.0, "speed_mps": 20.0, "length": 4.7, "width": 1.9},
+        {"lane": 2, "station_m": 320.0, "speed_mps": 10.0, "d": -1.2}])  # hugging our lane
+    layer.buffer.push(st)
+    fc = layer.forecast(st, st, np.array([1]))
+    cand = A.plan_candidates(st, road, 0.0, layer.actuator, P, DT, full=False)
+    tight = A.score_plans(cand, fc, 4.7, 1.9, A.AvoidanceParams(sigma_floor_m=0.05), DT)
+    wide = A.score_plans(cand, dataclasses.replace(fc, sigma=fc.sigma * 8.0), 4.7, 1.9, P, DT)
+    assert wide.p_collision[0] > tight.p_collision[0] + 0.05
+
+
+# ---- closed loop ---------------------------------------------------------------------------------
+
+
+def test_ccrs_none_collides_reactive_and_forecasts_stop_in_time():
+    spec = track_spec(ego_kph=60.0, duration_s=10.0)
+    res, _ = closed_loop(spec, "none")
+    assert res.tracks.collided[res.tracks.ego].any()
+    for mode, pred in (("reactive", None), ("cv", ConstantVelocity())):
+        res, layer = closed_loop(spec, mode, pred)
+        tr = res.tracks
+        assert not tr.collided[tr.ego].any(), mode
+        assert res.state.speed[0] < 0.1  # stopped behind the target
+        assert any(p.intervening for p in layer.plans.values())
+        # the applied deceleration never exceeds the limit nor jumps faster than the jerk limit
+        acc = np.array([p.applied_mps2 for p in layer.plans.values()])
+        assert acc.min() >= -P.max_brake_mps2 - 1e-9
+        assert np.abs(np.diff(acc)).max() <= P.jerk_limit_mps3 * DT + 1e-9
+
+
+def test_forecasts_brake_earlier_and_gentler_than_the_aeb():
+    spec = track_spec(ego_kph=50.0)
+    first, hardest = {}, {}
+    for mode, pred in (("reactive", None), ("cv", ConstantVelocity())):
+        _, layer = closed_loop(spec, mode, pred)
+        plans = list(layer.plans.values())
+        first[mode] = next(p.t_s for p in plans if p.intervening)
+        hardest[mode] = min(p.applied_mps2 for p in plans)
+    assert first["cv"] < first["reactive"] - 1.0
+    assert hardest["cv"] > hardest["reactive"] + 2.0
+
+
+def test_lead_braking_hard_is_avoided_with_constant_velocity_forecasts():
+    brake = EventSpec(type="brake", actor="target", at_s=2.0, decel_mps2=6.0, to_speed_mps=0.0)
+    spec = track_spec(ego_kph=50.0, target_kph=50.0, gap_m=12.0, events=(brake,),
+                      duration_s=10.0)
+    res, _ = closed_loop(spec, "none")
+    assert res.tracks.collided[res.tracks.ego].any()
+    for mode, pred in (("reactive", None), ("cv", ConstantVelocity())):
+        res, _ = closed_loop(spec, mode, pred)
+        assert not res.tracks.collided[res.tracks.ego].any(), mode
+
+
+def test_a_forecast_sees_a_cut_in_coming_that_the_aeb_sees_too_late():
+    spec = cut_in_spec(gap_m=15.0, lateral_s=4.0, cutter_kph=70.0)
+    for mode in ("none", "reactive"):
+        res, _ = closed_loop(spec, mode)
+        assert res.tracks.collided[res.tracks.ego].any(), mode
+    res, layer = closed_loop(spec, "cv", ConstantVelocity())
+    assert not res.tracks.collided[res.tracks.ego].any()
+    plan = next(p for p in layer.plans.values() if p.intervening)
+    assert plan.reacts_to_id == 1 and 1 in plan.threat_ids  # the cutter
+
+
+def test_latency_delays_the_reaction_and_noise_is_deterministic():
+    brake = EventSpec(type="brake", actor="target", at_s=2.0, decel_mps2=6.0, to_speed_mps=0.0)
+    spec = track_spec(ego_kph=50.0, target_kph=50.0, gap_m=40.0, events=(brake,),
+                      duration_s=6.0)
+    times = []
+    for latency in (0.0, 0.5):
+        _, layer = closed_loop(spec, "cv", ConstantVelocity(), A.AvoidanceParams(
+            latency_s=latency))
+        times.append(next(p.t_s for p in layer.plans.values() if p.intervening))
+    assert times[0] > 2.0
+    assert times[1] == pytest.approx(times[0] + 0.5, abs=0.15)
+    noisy = A.AvoidanceParams(sensor_noise_pos_m=0.3, sensor_noise_vel_mps=0.3)
+    runs = [closed_loop(spec, "cv", ConstantVelocity(), noisy)[0] for _ in range(2)]
+    assert np.array_equal(runs[0].tracks.x, runs[1].tracks.x)
+    clean = closed_loop(spec, "cv", ConstantVelocity())[0]
+    assert not np.array_equal(runs[0].tracks.x, clean.tracks.x)
+
+
+def test_plan_for_gives_the_viewer_the_plan_of_a_state():
+    spec = track_spec(ego_kph=50.0, duration_s=3.0)
+    layer = A.SafetyLayer("cv", P, ConstantVelocity(), DT)
+    res = run(make_world(spec), hook=layer)
+    plan = layer.plan_for(res.state)  # the newest state: the latest plan
+    assert plan is layer.last_plan and plan.plan_xy.shape == (30, 2)
+    assert plan.mode == "cv" and plan.action
+    # a restart (an earlier state) resets the layer
+    run(make_world(spec), duration_s=0.5, hook=layer)
+    assert max(layer.plans) == 4
+
+
+def test_predictor_modes_need_a_forecaster_of_the_right_step():
+    with pytest.raises(ValueError, match="forecaster"):
+        A.SafetyLayer("cv", P, None, DT)
+
+    class Slow(ConstantVelocity):
+        dt_s = 0.5
+
+    with pytest.raises(ValueError, match="steps of 0.5"):
+        A.SafetyLayer("slow", P, Slow(), DT)
+
+
+def test_a_wrong_forecast_brakes_needlessly():
+    # a lead at the ego's speed; a forecaster that thinks it stops dead makes the layer brake
+    spec = track_spec(ego_kph=90.0, target_kph=90.0, gap_m=30.0, duration_s=4.0)
+    _, layer = closed_loop(spec, "frozen", Frozen())
+    assert min(p.applied_mps2 for p in layer.plans.values()) <= -4.0
+    _, layer = closed_loop(spec, "cv", ConstantVelocity())
+    assert not any(p.intervening for p in layer.plans.values())
