@@ -166,6 +166,11 @@ def cmd_run(args) -> int:
     from sim.tracks import write_tracks
     from sim.world import make_world, run
 
+    if args.scenario is not None and is_recording(args.scenario):
+        return cmd_run_replay(args)  # log replay (docs/replay.md)
+    if replay_flags_given(args):
+        raise InputError(f"run {replay_flags_given(args)[0]}: only for a log replay "
+                         "(--scenario FILE.npz)")
     spec = run_spec(args)
     try:
         world = make_world(spec)
@@ -209,6 +214,11 @@ def cmd_run(args) -> int:
     say(args, f"  inflow: demand {summary['demand_vph']} veh/h, entered "
               f"{summary['entered_vph']} veh/h; arrivals queued upstream per entry lane "
               f"(s): {summary['inflow_delay_s']}")
+    if world.junction is not None:
+        summary["junction"] = {"entries_straight_left_right": list(c.movements),
+                               "red_light_runs": c.red_light_runs}
+        say(args, f"  junction: {sum(c.movements)} vehicles in (straight / left / right "
+                  f"{' / '.join(map(str, c.movements))}), red-light runs {c.red_light_runs}")
     summary.update(scenario_summary(args, world, result.state))
     if layer is not None:
         summary["avoidance"] = avoidance_summary(args, layer, result.state)
@@ -226,9 +236,11 @@ def add_run_parser(sub) -> None:
                                    "a track file, write frames)")
     p.add_argument("--headless", action="store_true",
                    help="no window: simulate as fast as possible (frames with --frames-dir)")
-    p.add_argument("--scenario", metavar="NAME|FILE.toml",
-                   help="a scenario of the suite (`scenarios list`) or a scenario file "
-                        "(docs/scenarios.md); default: a dense highway with an on-ramp")
+    p.add_argument("--scenario", metavar="NAME|FILE.toml|FILE.npz",
+                   help="a scenario of the suite (`scenarios list`), a scenario file "
+                        "(docs/scenarios.md), or a recording to replay as background traffic "
+                        "(a track file or NGSIM CSV; docs/replay.md); default: a dense highway "
+                        "with an on-ramp")
     p.add_argument("--case", type=nonneg_int, metavar="N",
                    help="case N of a scenario with a sweep (default 0)")
     p.add_argument("--road", choices=sorted(ROAD_CHOICES),
@@ -244,9 +256,177 @@ def add_run_parser(sub) -> None:
                    help="record every N-th step (default 1)")
     p.add_argument("--json", metavar="PATH", help="write a summary as JSON ('-' for stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_replay_run_args(p)
     add_avoidance_args(p)
     add_view_args(p, "write PNG frames here (implies --headless)")
     p.set_defaults(func=cmd_run)
+
+
+# ---- run --scenario FILE.npz: log replay (docs/replay.md) ------------------------------------
+
+REPLAY_FLAGS = ("ego_agent", "ego_from", "ego_lane", "ego_station", "ego_speed",
+                "ego_desired_speed", "ego_turn", "reactive")
+
+
+def is_recording(text: str) -> bool:
+    """A --scenario naming a recording to replay (track file or NGSIM file), not a scenario."""
+    return str(text).lower().endswith((".npz", ".csv", ".csv.gz", ".txt", ".txt.gz"))
+
+
+def replay_flags_given(args) -> list[str]:
+    return ["--" + f.replace("_", "-") for f in REPLAY_FLAGS
+            if getattr(args, f, None) not in (None, False)]
+
+
+def nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def add_replay_run_args(p) -> None:
+    g = p.add_argument_group("log replay: run --scenario FILE.npz (docs/replay.md)")
+    g.add_argument("--ego-agent", type=int, metavar="ID",
+                   help="the ego replaces this recorded agent from --ego-from (default: the "
+                        "agent's first appearance)")
+    g.add_argument("--ego-from", type=nonneg_float, metavar="S",
+                   help="when the ego takes over or appears, s from the recording's start")
+    g.add_argument("--ego-lane", type=nonneg_int, metavar="K",
+                   help="or a new ego on this lane of the road (0 the rightmost) ...")
+    g.add_argument("--ego-station", type=float, metavar="M", help="... at this station, m")
+    g.add_argument("--ego-speed", type=nonneg_float, metavar="MPS",
+                   help="a new ego's start speed, m/s (default: the recorded traffic's "
+                        "around it)")
+    g.add_argument("--ego-desired-speed", type=positive_float, metavar="MPS",
+                   help="the ego's IDM desired speed, m/s (default: the 95th percentile of "
+                        "the recorded speeds)")
+    g.add_argument("--ego-turn", choices=("left", "straight", "right"),
+                   help="junction recordings: the ego's movement (default: the replaced "
+                        "agent's, else straight)")
+    g.add_argument("--reactive", action="store_true",
+                   help="recorded agents that would run into the ego switch to IDM (default: "
+                        "they follow their tracks and a collision is counted)")
+
+
+def load_recording(path: str, what: str, progress: bool):
+    """A track file, or an NGSIM file imported on the fly."""
+    from scenarios.ngsim import looks_like_ngsim, read_ngsim
+    from sim.tracks import read_tracks
+
+    if os.path.isfile(path) and looks_like_ngsim(path):
+        return read_ngsim(path, progress=progress)
+    if not path.lower().endswith(".npz") and not os.path.exists(path):
+        raise InputError(f"{what}: no such file")
+    return read_tracks(path)
+
+
+def cmd_run_replay(args) -> int:
+    """`run --scenario FILE.npz`: the recording as background traffic, with the ego."""
+    from sim.replay import ReplayError, ReplaySpec, replay
+    from sim.tracks import write_tracks
+
+    path = args.scenario
+    what = f"run --scenario {path}"
+    for flag, value in (("--case", args.case), ("--road", args.road), ("--flow", args.flow),
+                        ("--seed", args.seed)):
+        if value is not None:
+            raise InputError(f"run {flag}: not for a log replay (the recording fixes it)")
+    if getattr(args, "avoidance", None) not in (None, "none"):
+        raise InputError("run --avoidance: not for a log replay yet (its ego drives with IDM)")
+    window = not (args.headless or args.frames_dir or args.gif)
+    if window:
+        _open_window("run")
+    tracks = load_recording(path, what, progress=not args.quiet)
+    try:
+        spec = ReplaySpec(ego_agent=args.ego_agent, ego_from_s=args.ego_from,
+                          ego_lane=args.ego_lane, ego_station_m=args.ego_station,
+                          ego_speed_mps=args.ego_speed,
+                          ego_desired_speed_mps=args.ego_desired_speed,
+                          ego_turn=args.ego_turn, reactive=args.reactive,
+                          duration_s=args.duration)
+    except ReplayError as exc:
+        raise InputError(f"{what}: {exc}") from None
+    dt = tracks.dt_s
+    n_steps = tracks.n_steps - 1
+    if args.duration is not None:
+        n_steps = min(n_steps, int(round(args.duration / dt)))
+    bar = _progress_bar(n_steps, "replaying", not args.quiet)
+    t0 = time.perf_counter()
+    try:
+        res = replay(tracks, spec, progress=lambda i, n: bar.update(1))
+    except ReplayError as exc:
+        raise InputError(f"{what}: {exc}") from None
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t0
+    out = res.tracks
+    if args.record:
+        write_tracks(args.record, out)
+    road = out.road
+    summary = {
+        "scenario": path, "replay": True, "source": tracks.meta.get("source"),
+        "agents": tracks.n_agents, "steps": res.steps, "dt_s": dt,
+        "duration_s": round(res.steps * dt, 3),
+        "road": ("fitted" if res.road_fitted else "recorded") + f" {road.kind}, "
+                f"{road.n_lanes} lanes",
+        "ego_id": res.ego_id, "ego_replaces": args.ego_agent, "ego_from_s": res.ego_from_s,
+        "reactive": args.reactive, "switched_agents": res.switched,
+        "ego_collisions": res.ego_collisions, "sim_collisions": res.sim_collisions,
+        "data_collisions": res.data_collisions,
+        "ego_distance_m": round(res.ego_distance_m, 2),
+        "ego_mean_speed_mps": None if res.ego_mean_speed_mps != res.ego_mean_speed_mps
+        else round(res.ego_mean_speed_mps, 3),
+        "ego_min_gap_m": None if res.ego_min_gap_m == float("inf")
+        else round(res.ego_min_gap_m, 3),
+        "wall_s": round(wall, 3), "record": args.record,
+    }
+    say(args, f"{path}: replayed {summary['duration_s']:g} s of {tracks.n_agents} recorded "
+              f"agents in {wall:.1f} s, road {summary['road']}")
+    if res.ego_id is not None:
+        how = (f"replacing agent {args.ego_agent}" if args.ego_agent is not None
+               else f"new on lane {args.ego_lane}")
+        say(args, f"  ego {res.ego_id} ({how}) from {res.ego_from_s:g} s: "
+                  f"{res.ego_distance_m:.0f} m at {summary['ego_mean_speed_mps']} m/s mean, "
+                  f"closest gap to its leader {summary['ego_min_gap_m']} m, collisions "
+                  f"{res.ego_collisions}" + ("" if args.reactive else " (non-reactive: "
+                                              "recorded agents ignore the ego)"))
+    say(args, f"  reactive agents switched to IDM: {len(res.switched)}; overlaps between "
+              f"recorded agents (data): {res.data_collisions}")
+    if args.record:
+        say(args, f"  track file: {args.record}")
+    if window or args.frames_dir or args.gif:
+        summary.update(_show_replay(args, out, window))
+    if args.json:
+        write_json(args.json, summary)
+    return 0
+
+
+def _show_replay(args, tracks, window: bool) -> dict:
+    """The replayed episode in the window, or as frames (--frames-dir, --gif)."""
+    from sim.viewer import ReplaySource, run_window, write_frames
+
+    what = f"run --scenario {args.scenario}"
+    try:
+        source = ReplaySource(tracks, title=Path(args.scenario).name + " (replay)")
+    except ValueError as exc:
+        raise InputError(f"{what}: {exc}") from None
+    viewer = _viewer(args, source, headless=not window, what=what)
+    if window:
+        run_window(viewer)
+        return {}
+    gif = _gif_writer(args, source.dt_s * args.frame_every)
+    n = source.head - source.cursor
+    bar = _progress_bar(n, "drawing", not args.quiet)
+    drawn = write_frames(viewer, n, args.frames_dir, args.frame_every, gif,
+                         progress=bar.update)
+    bar.close()
+    if gif is not None:
+        gif.close()
+    return {"frames": drawn, "frames_dir": args.frames_dir, "gif": args.gif}
 
 
 # ---- viewer: run's window and frames, replay, benchmark render -----------------------------
@@ -1095,6 +1275,7 @@ def cmd_train(args) -> int:
                                 max_samples=train_cfg.max_train_samples, seed=args.seed,
                                 masks=split_masks(data, "train", args.split_seed))
         val_s = build_samples(data, model_cfg, train_cfg.val_stride_s,
+                              max_samples=train_cfg.max_val_samples, seed=args.seed,
                               masks=split_masks(data, "val", args.split_seed))
     except ValueError as exc:
         raise InputError(f"train: {exc}") from None
@@ -1173,14 +1354,14 @@ def add_train_parser(sub) -> None:
     p.add_argument("--cell", choices=("rnn", "gru", "lstm"), default="gru")
     p.add_argument("--history", type=positive_float, default=2.0, help="s (default 2.0)")
     p.add_argument("--horizon", type=positive_float, default=3.0, help="s (default 3.0)")
-    p.add_argument("--hidden", type=positive_int, default=128)
+    p.add_argument("--hidden", type=positive_int, default=64)
     p.add_argument("--layers", type=positive_int, default=1)
     p.add_argument("--modes", type=positive_int, default=6, help="K (default 6)")
     p.add_argument("--neighbors", type=nonneg_int, default=8, help="M nearest (default 8)")
-    p.add_argument("--epochs", type=positive_int, default=30)
+    p.add_argument("--epochs", type=positive_int, default=15)
     p.add_argument("--patience", type=positive_int, default=6,
                    help="early stopping: epochs without improvement (default 6)")
-    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=512)
     p.add_argument("--lr", type=positive_float, default=2e-3)
     p.add_argument("--stride", type=positive_float, default=0.5,
                    help="spacing of training samples along a track, s (default 0.5)")
@@ -1188,8 +1369,9 @@ def add_train_parser(sub) -> None:
     p.add_argument("--split-seed", type=nonneg_int, default=0,
                    help="seed of the shared train/val/test split (default 0)")
     add_sim_source_args(p)
-    p.add_argument("--threads", type=positive_int, default=2,
-                   help="torch threads for training (default 2)")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="torch threads for training (default 1: faster than 2 here, where "
+                        "a second OpenMP thread competes with the data pipeline)")
     p.add_argument("--resume", action="store_true",
                    help="continue from FILE.pt.resume (same settings)")
     p.add_argument("--json", metavar="PATH", help="write the training log as JSON")
