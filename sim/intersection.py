@@ -9,7 +9,8 @@ zones), the signal plan, and each approach lane's turning probabilities.
 Every step, `control` turns the state into IDM constraints (virtual obstacles and leaders) and
 speed caps, following these rules:
 
-- Red, or amber while a comfortable stop (amber_decel_mps2) is still possible: stop at the line.
+- Red, or amber while a comfortable stop (amber_decel_mps2) is still possible: stop at the line
+  (on red braking as hard as it takes, up to RED_STOP_DECEL_MPS2).
 - A vehicle that can no longer stop comfortably before its stop line, or whose front is past
   it, is *committed*: it never stops at the line again, and everybody else keeps clear of it.
 - An uncommitted vehicle with green enters only if, for every conflict zone on its path, each
@@ -34,7 +35,7 @@ import numpy as np
 
 from sim import collision
 from sim.road import TURN_LEFT, TURN_NAMES, TURN_NONE, TURN_RIGHT, TURN_STRAIGHT, Road
-from sim.spec import MOVEMENTS, IntersectionSpec, PhaseSpec
+from sim.spec import MOVEMENTS, FieldError, IntersectionSpec, PhaseSpec
 
 SIG_RED = 0
 SIG_AMBER = 1
@@ -55,6 +56,7 @@ STOPPED_MPS = 1.0  # foes slower than this are also checked as obstacles where t
 LOOK_M = 200.0  # approach vehicles this close to the stop line take part in conflicts
 FOLLOW_MARGIN_S = 0.5  # a vehicle may arrive at a zone this long after a foe has left it
 STOP_MARGIN_M = 0.5  # vehicles stop with their front this far before the stop line
+RED_STOP_DECEL_MPS2 = 8.0  # hardest braking for a red light (the physical limit is 9)
 WAIT_SIGNAL = 1  # red, or amber with room to stop
 WAIT_YIELD = 2  # a foe has the right of way or is already committed
 WAIT_BLOCKED = 3  # no room on the exit lane
@@ -278,9 +280,9 @@ def _check_plan(phases, phase_green, conn_move, ci, cj, ctype, zone) -> None:
         if bad.any():
             q = int(np.flatnonzero(bad)[0])
             m1, m2 = MOVEMENTS[conn_move[ci[q]]], MOVEMENTS[conn_move[cj[q]]]
-            raise ValueError(f"intersection.phases[{p}]: protected movements {m1} and {m2} "
-                             "cross or merge (make one of them permissive or move it to "
-                             "another phase)")
+            raise FieldError(f"intersection.phases[{p}].protected",
+                             f"movements that neither cross nor merge ({m1} and {m2} do: make "
+                             "one of them permissive or move it to another phase)")
 
 
 def _turn_probabilities(spec, road, inflow_vph, conn_from, arm, turn) -> np.ndarray:
@@ -308,22 +310,22 @@ def _turn_probabilities(spec, road, inflow_vph, conn_from, arm, turn) -> np.ndar
             serving = lanes[can[lanes, t]]
             cap = np.asarray(inflow_vph, float)[serving].sum()
             if cap <= 0 or demand > cap * (1 + 1e-9):
-                raise ValueError(f"intersection.turn_shares: the {name} arm's {TURN_NAMES[t]} "
-                                 f"share {demand / max(total, 1e-9):.2f} exceeds the share of its "
-                                 f"traffic in lanes that can turn {TURN_NAMES[t]}")
+                raise FieldError("intersection.turn_shares", (
+                    f"shares the lanes can carry (the {name} arm's {TURN_NAMES[t]} share "
+                    f"{demand / max(total, 1e-9):.2f} exceeds the share of its traffic in "
+                    f"lanes that can turn {TURN_NAMES[t]})"))
             frac = demand / cap
             prob[serving, t] = frac
         over = prob[lanes, TURN_LEFT] + prob[lanes, TURN_RIGHT] > 1 + 1e-9
         if over.any():
-            raise ValueError(f"intersection.turn_shares: the {name} arm's single lane cannot "
-                             "carry that many turns")
+            raise FieldError("intersection.turn_shares", f"shares the lanes can carry (the "
+                             f"{name} arm's single lane cannot carry that many turns)")
         prob[lanes, TURN_STRAIGHT] = np.maximum(
             1.0 - prob[lanes, TURN_LEFT] - prob[lanes, TURN_RIGHT], 0.0)
         # lanes without a straight connector (none in the builder) send the rest to turns
         no_straight = ~can[lanes, TURN_STRAIGHT]
         if no_straight.any():
-            raise ValueError(f"intersection: the {name} arm has a lane without a straight "
-                             "connector")
+            raise ValueError(f"road: the {name} arm has a lane without a straight connector")
     return prob
 
 
@@ -527,7 +529,11 @@ def control(st, junction: Junction, index) -> JunctionControl:
     sig = state[move]
     rank = rank_m[move].astype(np.int64)
     go = sig == SIG_GREEN  # uncommitted vehicles that may go, subject to conflicts and room
-    stop = ~committed & ~go  # red, or amber with room to stop
+    # red, or amber with room to stop comfortably; and red whenever braking hard still stops
+    # the vehicle before the line (it only runs a red it physically cannot stop for)
+    red_stop = (sig == SIG_RED) & (front < 0.0) & (
+        line_gap >= v * v / (2.0 * RED_STOP_DECEL_MPS2))
+    stop = (~committed & ~go) | red_stop
     reason = np.where(stop, WAIT_SIGNAL, 0).astype(np.int8)
     wait_for = np.full(len(rows), -1, np.int64)
     cls = j.size_class(length, st.width[rows])
@@ -644,7 +650,7 @@ def control(st, junction: Junction, index) -> JunctionControl:
 
     # ---- stop lines --------------------------------------------------------------------
     cap_rows, cap_acc = [], []
-    k = k_stop = np.flatnonzero(stop & ~committed)
+    k = k_stop = np.flatnonzero(stop)
     if len(k):
         c_rows.append(rows[k])
         c_gap.append(line_gap[k] - STOP_MARGIN_M + st.min_gap_m[rows[k]])

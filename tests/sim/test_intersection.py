@@ -340,13 +340,13 @@ def test_signalised_traffic_crosses_for_minutes_without_collisions_or_red_runs()
     assert c.collisions == 0 and c.red_light_runs == 0
     straight, left, right = c.movements
     assert straight > 40 and left > 10 and right > 10  # every kind of turn, many times
-    assert c.exited > 80
+    assert c.exited > 60
     tracks = res.tracks
     assert not tracks.collided.any()
     # red lights obeyed, checked from the recording alone: no front crosses a line on red
     j = inter.junction_from_description(tracks.road, tracks.meta["junction"])
     crossings = _frontline_crossings(tracks, j)
-    assert len(crossings) > 100
+    assert len(crossings) == sum(c.movements) > 60  # every entry into the box is checked
     for _, t, move in crossings:
         assert j.movement_states(t)[0][move] != inter.SIG_RED
 
