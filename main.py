@@ -371,8 +371,9 @@ def cmd_run_replay(args) -> int:
         "scenario": path, "replay": True, "source": tracks.meta.get("source"),
         "agents": tracks.n_agents, "steps": res.steps, "dt_s": dt,
         "duration_s": round(res.steps * dt, 3),
-        "road": ("fitted" if res.road_fitted else "recorded") + f" {road.kind}, "
-                f"{road.n_lanes} lanes",
+        "road": (f"fitted to the data: {road.n_lanes} straight lanes "
+                 f"{road.params.get('lane_width_m', 0):g} m wide" if res.road_fitted
+                 else f"recorded {road.kind}, {road.n_lanes} lanes"),
         "ego_id": res.ego_id, "ego_replaces": args.ego_agent, "ego_from_s": res.ego_from_s,
         "reactive": args.reactive, "switched_agents": res.switched,
         "ego_collisions": res.ego_collisions, "sim_collisions": res.sim_collisions,
@@ -391,7 +392,8 @@ def cmd_run_replay(args) -> int:
                else f"new on lane {args.ego_lane}")
         say(args, f"  ego {res.ego_id} ({how}) from {res.ego_from_s:g} s: "
                   f"{res.ego_distance_m:.0f} m at {summary['ego_mean_speed_mps']} m/s mean, "
-                  f"closest gap to its leader {summary['ego_min_gap_m']} m, collisions "
+                  + ("no leader" if summary["ego_min_gap_m"] is None else
+                     f"closest gap to its leader {summary['ego_min_gap_m']} m") + ", collisions "
                   f"{res.ego_collisions}" + ("" if args.reactive else " (non-reactive: "
                                               "recorded agents ignore the ego)"))
     say(args, f"  reactive agents switched to IDM: {len(res.switched)}; overlaps between "

@@ -197,9 +197,13 @@ class IntersectionSpec:
     def __post_init__(self) -> None:
         if self.control not in CONTROLS:
             raise FieldError("control", f"one of {', '.join(CONTROLS)}")
-        shares = np.asarray(self.turn_shares, dtype=float) if _is_numeric_nested(
-            self.turn_shares) else None
-        if shares is None or shares.shape not in ((3,), (4, 3)):
+        try:
+            shares = np.asarray(self.turn_shares, dtype=float) if _is_numeric_nested(
+                self.turn_shares) else None
+        except ValueError:  # ragged lists
+            shares = None
+        if shares is None or shares.shape not in ((3,), (4, 3)) or not np.all(
+                np.isfinite(shares)):
             raise FieldError("turn_shares", "three shares (left, straight, right) or four "
                              "such triples (E, N, W, S)")
         rows = shares.reshape(-1, 3)

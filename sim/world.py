@@ -115,6 +115,13 @@ def make_world(spec: WorldSpec, road: Road | None = None) -> World:
     if road.in_junction.any():
         world = replace(world, junction=intersection.build_junction(
             spec.intersection, road, world.inflow_vph(), _largest_vehicle_m(spec)))
+        ego = spec.ego
+        turn = TURN_NAMES.index(spec.intersection.ego_turn)
+        if ego is not None and not road.allows_turn(np.array([ego.lane]), np.array([turn]))[0]:
+            can = [TURN_NAMES[t] for t in range(3)
+                   if road.allows_turn(np.array([ego.lane]), np.array([t]))[0]]
+            raise FieldError("intersection.ego_turn", f"a movement the ego's lane {ego.lane} "
+                             f"leads to ({' or '.join(can)})")
     return replace(world, script=events.compile_script(spec, road))
 
 

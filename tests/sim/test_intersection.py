@@ -19,7 +19,7 @@ from sim.road import (
     four_way_intersection,
     straight_highway,
 )
-from sim.spec import IntersectionSpec, PhaseSpec, RoadSpec, TrafficSpec, WorldSpec
+from sim.spec import EgoSpec, IntersectionSpec, PhaseSpec, RoadSpec, TrafficSpec, WorldSpec
 from sim.world import Counters, make_world, run, step
 
 # lanes of the default builder (2 lanes per arm): approach a*2+k, exit 8+a*2+k, connectors 16..
@@ -205,6 +205,10 @@ def test_a_plan_whose_protected_movements_cross_is_refused():
                      intersection=IntersectionSpec(turn_shares=(0.7, 0.2, 0.1)))
     with pytest.raises(ValueError, match="turn_shares.*E arm's left share 0.70"):
         make_world(spec)  # left turns come from one lane of two: at most half the traffic
+    spec = WorldSpec(road=RoadSpec("four_way_intersection", {}), ego=EgoSpec(lane=E1),
+                     intersection=IntersectionSpec(ego_turn="right"))
+    with pytest.raises(ValueError, match=r"ego_turn.*lane 1 leads to \(straight or left\)"):
+        make_world(spec)
 
 
 def test_turning_shares_are_met_and_drawn_per_lane():
