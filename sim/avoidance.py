@@ -57,6 +57,7 @@ class AvoidanceParams:
     sensor_noise_vel_mps: float = 0.0  # std of the velocity noise per axis, m/s
     latency_s: float = 0.0  # the layer sees the agents as they were this long ago
     history_s: float = 1.0  # past handed to the forecaster (or what it needs, if more)
+    min_track_s: float = 0.5  # agents seen for less follow their lane at their speed
     # the vehicle (its actuator)
     max_brake_mps2: float = 9.0
     max_accel_mps2: float = 3.0
@@ -240,28 +241,37 @@ def fallback_stop_m(act: Actuator, commands_mps2: np.ndarray, v0_mps: float,
 @dataclass(frozen=True, eq=False)
 class Candidates:
     """C candidate plans: command accel_mps2 (C,), side (C,) int8 (KEEP, LEFT, RIGHT), lane
-    (C,) int64 (the lane each is driven in), and their rollouts over F steps: xy (C, F, 2) m,
-    heading (C, F) rad, speed (C, F) m/s (at the same times), dist (C, F) m driven,
-    applied (C, F) m/s^2 the acceleration acting over each step; xy0 (2,), heading0: the
-    ego's pose now; fallback_stop_m (C,): the distance to a standstill issuing the plan's
-    command now and fallback_brake_mps2 from the next step. Candidate 0 is the nominal
-    plan."""
+    (C,) int64 (the lane each is driven in), and their rollouts over F steps in that lane's
+    Frenet frame: s, d (C, F) m (arc length, offset left of the centre line), rel_heading
+    (C, F) rad (relative to the lane), speed (C, F) m/s, dist (C, F) m driven, applied
+    (C, F) m/s^2 the acceleration acting over each step. fallback_stop_m (C,): the distance
+    to a standstill issuing the plan's command now and fallback_brake_mps2 from the next
+    step. s0, d0, rel_heading0: the ego now in the first plan's lane. turn: the ego's route
+    (for paths through junctions). Candidate 0 is the nominal plan."""
 
     accel_mps2: np.ndarray
     side: np.ndarray
     lane: np.ndarray
     applied: np.ndarray
-    xy: np.ndarray
-    heading: np.ndarray
+    s: np.ndarray
+    d: np.ndarray
+    rel_heading: np.ndarray
     speed: np.ndarray
     dist: np.ndarray
-    xy0: np.ndarray
-    heading0: float
     fallback_stop_m: np.ndarray
+    s0: float
+    d0: float
+    rel_heading0: float
+    turn: int = -1
 
     @property
     def n(self) -> int:
         return len(self.accel_mps2)
+
+    def world_xy(self, road: Road, i: int) -> np.ndarray:
+        """(F, 2) m: the ego's planned centre positions of candidate i (for drawing)."""
+        lane = np.full(self.s.shape[1], self.lane[i])
+        return _path_points(road, lane, self.s[i], self.d[i], self.turn)[0]
 
 
 def lane_change_targets(st: TrafficState, road: Road, params: AvoidanceParams) -> dict:
@@ -331,13 +341,14 @@ def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actu
     blend, _ = behavior.minimum_jerk(t / params.lane_change_s)
     d = np.where((side == KEEP)[:, None], d_keep[None, :], d0[:, None] * (1.0 - blend)[None, :])
     s = s0[:, None] + dist
-    xy, lane_h = _path_points(road, np.broadcast_to(lane[:, None], s.shape), s, d,
-                              int(st.turn[EGO]))
     dd = np.diff(np.concatenate([d0[:, None], d], axis=1), axis=1) / dt_s
-    heading = lane_h + np.arctan(dd / np.maximum(v[:, 1:], 1.0))
+    rel_heading = np.arctan(dd / np.maximum(v[:, 1:], 1.0))
     stop = fallback_stop_m(act, accel, float(st.speed[EGO]), params, dt_s)
-    return Candidates(accel, side, lane, u, xy, heading, v[:, 1:], dist,
-                      np.array([st.x[EGO], st.y[EGO]]), float(st.heading[EGO]), stop)
+    return Candidates(accel, side, lane, u, s, d, rel_heading, v[:, 1:], dist, stop,
+                      float(s0[0]), float(d0[0]),
+                      float(behavior.wrap_angle(np.array([st.heading[EGO]
+                                                          - st.lane_heading[EGO]]))[0]),
+                      int(st.turn[EGO]))
 
 
 def _frenet(road: Road, lane: np.ndarray, station_m: float, x: np.ndarray, y: np.ndarray):
@@ -376,8 +387,8 @@ class Forecast:
     sigma (A, K, F, 2) m (world x, y), prob (A, K), length, width (A,) m, ids (A,),
     alongside (A,) bool: agents not entirely ahead of the ego now (followers, and vehicles
     beside it): if the ego keeps its lane, avoiding them is theirs to do;
-    xy_now, v_now (A, 2), heading_now (A,): position m, velocity m/s and heading rad as
-    perceived now."""
+    xy_now, v_now (A, 2), heading_now, station_now (A,): position m, velocity m/s, heading
+    rad and road station m as perceived now."""
 
     xy: np.ndarray
     heading: np.ndarray
@@ -390,6 +401,7 @@ class Forecast:
     xy_now: np.ndarray
     v_now: np.ndarray
     heading_now: np.ndarray
+    station_now: np.ndarray
 
     @property
     def n(self) -> int:
@@ -423,6 +435,25 @@ def extend(xy: np.ndarray, sigma: np.ndarray, n_steps: int, v_now: np.ndarray,
     more = xy[:, :, -1:, :] + v[:, :, None, :] * t[None, None, :, None]
     more_sig = np.sqrt(sigma[:, :, -1:, :] ** 2 + (growth_mps * t)[None, None, :, None] ** 2)
     return np.concatenate([xy, more], axis=2), np.concatenate([sigma, more_sig], axis=2)
+
+
+def lane_following(road: Road, lane: np.ndarray, station_m: np.ndarray, xy: np.ndarray,
+                   v: np.ndarray, t_s: np.ndarray) -> np.ndarray:
+    """(A, F, 2) m: agents driving on along their lane (A,) at their offset from its centre
+    and their current speed along it, at times t_s (F,)."""
+    lane = np.maximum(lane, 0)
+    s, d, _, h, _ = road.project(lane, road.s_at_station(lane, station_m), xy[:, 0], xy[:, 1])
+    v_along = np.maximum(v[:, 0] * np.cos(h) + v[:, 1] * np.sin(h), 0.0)
+    s_t = s[:, None] + v_along[:, None] * t_s[None, :]
+    n = len(t_s)
+    x, y, _ = road.to_world(np.repeat(lane, n), s_t.ravel(), np.repeat(d, n))
+    return np.stack([x, y], -1).reshape(len(lane), n, 2)
+
+
+def _run_length(valid: np.ndarray) -> np.ndarray:
+    """(S,) contiguous valid steps ending now. valid: (S, H) bool."""
+    bad = ~valid[:, ::-1]
+    return np.where(bad.any(axis=1), np.argmax(bad, axis=1), valid.shape[1])
 
 
 def footprint_heading(xy: np.ndarray, heading_now: np.ndarray, xy_now: np.ndarray) -> np.ndarray:
@@ -464,16 +495,19 @@ class Scores:
     p_agent: np.ndarray
 
 
-def score_plans(cand: Candidates, fc: Forecast, ego_length_m: float, ego_width_m: float,
-                params: AvoidanceParams, dt_s: float) -> Scores:
+def score_plans(cand: Candidates, fc: Forecast, road: Road, ego_length_m: float,
+                ego_width_m: float, params: AvoidanceParams, dt_s: float) -> Scores:
     """Collision probability, safe distance and time to collision of every candidate against
-    every agent's every mode at every step: arrays (C, A, K, F), no Python loops.
+    every agent's every mode at every step: arrays (C, A, K, F), no Python loops over them.
 
-    Overlap: in the ego's frame at each step, the agent's footprint (rotated) and the ego's
-    (inflated by the margins) overlap when the relative centre lies within the sum of their
-    half extents along and across the ego; with the forecast's position std projected on
-    those axes, its probability is a product of two normal-CDF differences. A mode's
-    collision probability is its largest over the horizon.
+    Geometry is in the Frenet frame of each plan's lane (so "in the path" follows the road
+    around bends): the agents' predicted centres are projected on it; along (lon) and across
+    (lat) are arc-length and offset differences to the ego's planned position at the same
+    step. Overlap: the agent's footprint (rotated by its heading relative to the lane) and
+    the ego's (inflated by the margins) overlap when the relative centre lies within the sum
+    of their half extents; with the forecast's position std projected on the lane's axes,
+    its probability is a product of two normal-CDF differences. A mode's collision
+    probability is its largest over the horizon.
     Safe distance: an agent ahead in the path (footprints overlapping laterally) needs
     gap >= v_e tau + v_e^2 / (2 fallback_brake) - v_a^2 / (2 agent_brake), tau the ego's
     reaction (shorter while the plan already brakes hard); in a lane-change plan a follower
@@ -485,28 +519,37 @@ def score_plans(cand: Candidates, fc: Forecast, ego_length_m: float, ego_width_m
         z = np.zeros(c_n)
         return Scores(z, z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(),
                       z.copy(), np.full(c_n, np.inf), np.zeros((c_n, 0)))
-    ch, sh = np.cos(cand.heading)[:, None, None, :], np.sin(cand.heading)[:, None, None, :]
-    dx = fc.xy[None, ..., 0] - cand.xy[:, None, None, :, 0]
-    dy = fc.xy[None, ..., 1] - cand.xy[:, None, None, :, 1]
-    lon = dx * ch + dy * sh  # (C, A, K, F)
-    lat = dy * ch - dx * sh
-    dh = fc.heading[None] - cand.heading[:, None, None, :]
+    lanes, which = np.unique(cand.lane, return_inverse=True)
+    xy = fc.xy
+    steps = np.diff(xy, axis=2, prepend=fc.xy_now[:, None, None, :])  # (A, K, F, 2)
+    travelled = np.cumsum(np.hypot(steps[..., 0], steps[..., 1]), axis=-1)
+    vxy = steps / dt_s
+    # per lane the plans drive in: the agents' Frenet coordinates and what depends on them
+    # alone, stacked (L, 8, A, K, F), then taken for each plan (C, 8, A, K, F)
+    b_a, b_c = 2.0 * params.agent_brake_mps2, 2.0 * params.comfort_brake_mps2
+    floor = params.sigma_floor_m
+    sx2, sy2 = fc.sigma[..., 0] ** 2, fc.sigma[..., 1] ** 2
+    per_lane = []
+    for lane in lanes:
+        s_a, d_a, h_l = _frenet_points(road, int(lane), fc, travelled)
+        ch, sh = np.cos(h_l), np.sin(h_l)
+        v_a = vxy[..., 0] * ch + vxy[..., 1] * sh  # along the lane
+        va2 = np.maximum(v_a, 0.0) ** 2
+        per_lane.append((s_a, d_a, fc.heading - h_l,
+                         np.maximum(np.sqrt(ch * ch * sx2 + sh * sh * sy2), floor),
+                         np.maximum(np.sqrt(sh * sh * sx2 + ch * ch * sy2), floor),
+                         v_a, va2 / b_a, va2 / b_c))
+    g = np.asarray(per_lane)[which]
+    lon = g[:, 0] - cand.s[:, None, None, :]  # (C, A, K, F)
+    lat = g[:, 1] - cand.d[:, None, None, :]
+    dh = g[:, 2] - cand.rel_heading[:, None, None, :]
+    sig_lon, sig_lat, v_a = g[:, 3], g[:, 4], g[:, 5]
     cd, sd = np.abs(np.cos(dh)), np.abs(np.sin(dh))
     la, wa = fc.length[None, :, None, None], fc.width[None, :, None, None]
     body_l = 0.5 * ego_length_m + 0.5 * (la * cd + wa * sd)
-    hl = body_l + params.margin_long_m
     hw = 0.5 * ego_width_m + params.margin_lat_m + 0.5 * (la * sd + wa * cd)
-    sx, sy = fc.sigma[None, ..., 0], fc.sigma[None, ..., 1]
-    floor = params.sigma_floor_m
-    sig_lon = np.maximum(np.sqrt((ch * sx) ** 2 + (sh * sy) ** 2), floor)
-    sig_lat = np.maximum(np.sqrt((sh * sx) ** 2 + (ch * sy) ** 2), floor)
     p_lat = _interval_prob(lat, hw, sig_lat)  # laterally in the path
-    p = p_lat * _interval_prob(lon, hl, sig_lon)  # overlapping
-    # the agents' speed along the ego's heading, from the predicted displacements
-    vxy = np.diff(fc.xy, axis=2, prepend=fc.xy[:, :, :1]) / dt_s
-    if fc.xy.shape[2] > 1:
-        vxy[:, :, 0] = vxy[:, :, 1]
-    v_a = vxy[None, ..., 0] * ch + vxy[None, ..., 1] * sh  # (C, A, K, F)
+    p = p_lat * _interval_prob(lon, body_l + params.margin_long_m, sig_lon)  # overlapping
     v_e = cand.speed[:, None, None, :]
     # safe distance along the plan (forecast): at each step t the ego, braking
     # fallback_brake_mps2 after its reaction, stops behind an agent ahead that brakes
@@ -514,73 +557,87 @@ def score_plans(cand: Candidates, fc: Forecast, ego_length_m: float, ego_width_m
     # can stay behind the ego
     react_s = (dt_s + params.actuation_delay_s
                + 0.5 * params.max_brake_mps2 / params.jerk_limit_mps3)
-    braking = np.clip(-cand.applied / params.fallback_brake_mps2, 0.0, 1.0)
-    tau = (react_s * (1.0 - braking))[:, None, None, :]
-    va_pos = np.maximum(v_a, 0.0)
-    need_front = v_e * tau + v_e ** 2 / (2.0 * params.fallback_brake_mps2)
-    need_back = (va_pos * params.follower_reaction_s
-                 + np.maximum(va_pos ** 2 - v_e ** 2, 0.0) / (2.0 * params.follower_brake_mps2))
+    tau = react_s * (1.0 - np.clip(-cand.applied / params.fallback_brake_mps2, 0.0, 1.0))
     ahead = lon > 0.0
-    gap = np.abs(lon) - body_l  # bumper to bumper along the ego
-    room = np.where(ahead, gap + va_pos ** 2 / (2.0 * params.agent_brake_mps2), gap)
+    gap = np.abs(lon) - body_l  # bumper to bumper along the road
     lc = (cand.side != KEEP)[:, None, None, None]
     act = min(params.steps(params.actuation_delay_s, dt_s) + 1, lon.shape[-1] - 1)
-    ahead_lc = ahead | lc
-
-    def violation(need, room):  # (C, A, K, F - act): P(not in time), overlap included
-        v = p_lat * ndtr((need - room) / sig_lon)
-        return np.where(ahead_lc, np.maximum(v, p), p)[..., act:]
-
-    viol = violation(np.where(ahead, need_front, need_back), room)
-    b_c = 2.0 * params.comfort_brake_mps2
+    need_back = (np.maximum(v_a, 0.0) * params.follower_reaction_s
+                 + np.maximum(np.maximum(v_a, 0.0) ** 2 - v_e ** 2, 0.0)
+                 / (2.0 * params.follower_brake_mps2))
     t_c = max(react_s, params.comfort_time_gap_s)
-    comfy = violation(np.where(ahead, v_e * t_c + v_e ** 2 / b_c, need_back),
-                      np.where(ahead, gap + va_pos ** 2 / b_c, gap))
-    p_coll_a = np.einsum("cak,ak->ca", p.max(axis=-1), fc.prob)
-    p_viol_a = np.einsum("cak,ak->ca", viol.max(axis=-1), fc.prob)
-    p_comf_a = np.einsum("cak,ak->ca", comfy.max(axis=-1), fc.prob)
-    margin_s = np.einsum("cakf,ak->ca", viol, fc.prob) * dt_s
-    comfort_s = np.einsum("cakf,ak->ca", comfy, fc.prob) * dt_s
-    rear = (cand.side == KEEP)[:, None] & fc.alongside[None, :]
-    front = ~rear
-    margin_s = np.einsum("cakf,ak->ca", viol, fc.prob) * dt_s
+    ve2 = v_e ** 2
+    viol = p_lat * ndtr(np.where(ahead, v_e * tau[:, None, None, :]
+                                 + ve2 / (2.0 * params.fallback_brake_mps2) - gap - g[:, 6],
+                                 need_back - gap) / sig_lon)
+    comfy = p_lat * ndtr(np.where(ahead, v_e * t_c + ve2 / b_c - gap - g[:, 7],
+                                  need_back - gap) / sig_lon)
+    counts = ahead | lc  # overlap always counts; the distances ahead, and behind in a change
+    viol = np.where(counts, np.maximum(viol, p), p)[..., act:]
+    comfy = np.where(counts, np.maximum(comfy, p), p)[..., act:]
+    prob = fc.prob
+    p_coll_a = np.einsum("cak,ak->ca", p.max(axis=-1), prob)
+    p_viol_a = np.einsum("cak,ak->ca", viol.max(axis=-1), prob)
+    p_comf_a = np.einsum("cak,ak->ca", comfy.max(axis=-1), prob)
+    margin_s = np.einsum("cakf,ak->ca", viol, prob) * dt_s
+    comfort_s = np.einsum("cakf,ak->ca", comfy, prob) * dt_s
+    front = ~((cand.side == KEEP)[:, None] & fc.alongside[None, :])
     # safe distance now (no forecast): issuing this plan's command now and braking
     # fallback_brake_mps2 from the next step, the ego stops behind where an agent in its path
     # now would stop braking agent_brake_mps2 from now
-    c0, s0 = math.cos(cand.heading0), math.sin(cand.heading0)
-    rel = fc.xy_now - cand.xy0
-    lon0, lat0 = rel[:, 0] * c0 + rel[:, 1] * s0, rel[:, 1] * c0 - rel[:, 0] * s0
-    dh0 = fc.heading_now - cand.heading0
+    lane0 = np.full(a_n, int(cand.lane[0]))
+    s_now, d_now, h_now = _frenet_rows_xy(road, lane0, fc.station_now, fc.xy_now)
+    dh0 = (fc.heading_now - h_now) - cand.rel_heading0
     cd0, sd0 = np.abs(np.cos(dh0)), np.abs(np.sin(dh0))
+    lon0, lat0 = s_now - cand.s0, d_now - cand.d0
     body0 = (0.5 * ego_length_m + params.margin_long_m
              + 0.5 * (fc.length * cd0 + fc.width * sd0))
     hw0 = 0.5 * ego_width_m + params.margin_lat_m + 0.5 * (fc.length * sd0 + fc.width * cd0)
     sig0 = math.hypot(params.sigma_floor_m, params.sensor_noise_pos_m)
-    v0 = np.maximum(fc.v_now[:, 0] * c0 + fc.v_now[:, 1] * s0, 0.0)
-    room0 = lon0 - body0 + v0 ** 2 / (2.0 * params.agent_brake_mps2)  # (A,)
-    in_path0 = (lon0 > 0.0) * (ndtr((hw0 - lat0) / sig0) - ndtr((-hw0 - lat0) / sig0))
+    v0 = np.maximum(fc.v_now[:, 0] * np.cos(h_now) + fc.v_now[:, 1] * np.sin(h_now), 0.0)
+    room0 = lon0 - body0 + v0 ** 2 / b_a  # (A,)
+    in_path0 = (lon0 > 0.0) * _interval_prob(lat0, hw0, sig0)
     viol0 = in_path0[None, :] * ndtr((cand.fallback_stop_m[:, None] - room0[None, :]) / sig0)
     p_viol_a = np.maximum(p_viol_a, viol0)
-    margin_s = margin_s + viol0 * dt_s
+    margin_s += viol0 * dt_s
     # time to collision with agents in the path (mean footprints overlapping laterally)
-    in_path = (np.abs(lat) < hw) & ahead
     closing = v_e - v_a
     with np.errstate(divide="ignore", invalid="ignore"):
-        ttc = np.where(in_path & (closing > 0.1), np.maximum(gap, 0.0) / closing, np.inf)
-    ttc_min = ttc.min(axis=-1)  # (C, A, K)
-    term = np.clip((params.ttc_ref_s - ttc_min) / params.ttc_ref_s, 0.0, 1.0)
-    ttc_term = np.einsum("cak,ak->ca", term, fc.prob).max(axis=1)
-    min_ttc = np.where(fc.prob[None] > 0.05, ttc_min, np.inf).min(axis=(1, 2))
+        ttc = np.where((np.abs(lat) < hw) & ahead & (closing > 0.1),
+                       np.maximum(gap, 0.0) / closing, np.inf).min(axis=-1)  # (C, A, K)
+    term = np.clip(1.0 - ttc / params.ttc_ref_s, 0.0, 1.0)
+    ttc_term = np.einsum("cak,ak->ca", term, prob).max(axis=1)
+    min_ttc = np.where(prob[None] > 0.05, ttc, np.inf).min(axis=(1, 2))
+    f = front.astype(float)
     return Scores(
-        p_now=1.0 - np.prod(1.0 - np.where(front, viol0, 0.0), axis=1),
-        p_collision=1.0 - np.prod(1.0 - np.where(front, p_coll_a, 0.0), axis=1),
-        p_rear=1.0 - np.prod(1.0 - np.where(rear, p_coll_a, 0.0), axis=1),
-        p_margin=1.0 - np.prod(1.0 - np.where(front, p_viol_a, 0.0), axis=1),
-        margin_s=np.where(front, margin_s, 0.0).sum(axis=1),
-        p_comfort=1.0 - np.prod(1.0 - np.where(front, p_comf_a, 0.0), axis=1),
-        comfort_s=np.where(front, comfort_s, 0.0).sum(axis=1),
+        p_now=1.0 - np.prod(1.0 - f * viol0, axis=1),
+        p_collision=1.0 - np.prod(1.0 - f * p_coll_a, axis=1),
+        p_rear=1.0 - np.prod(1.0 - (1.0 - f) * p_coll_a, axis=1),
+        p_margin=1.0 - np.prod(1.0 - f * p_viol_a, axis=1),
+        margin_s=(f * margin_s).sum(axis=1),
+        p_comfort=1.0 - np.prod(1.0 - f * p_comf_a, axis=1),
+        comfort_s=(f * comfort_s).sum(axis=1),
         ttc_term=ttc_term, min_ttc_s=min_ttc,
         p_agent=np.where(front, np.maximum(p_coll_a, p_viol_a), p_coll_a))
+
+
+def _frenet_points(road: Road, lane: int, fc: Forecast, travelled: np.ndarray):
+    """(s, d, lane heading), each (A, K, F), of the forecast's points on `lane`, searching
+    from each agent's current arc length on it plus the distance it travels."""
+    a_n = fc.n
+    s_now = road.s_at_station(np.full(a_n, lane), fc.station_now)
+    guess = s_now[:, None, None] + travelled
+    lanes = np.full(guess.size, lane)
+    s_, d_, _, h_, _ = road.project(lanes, guess.ravel(), fc.xy[..., 0].ravel(),
+                                    fc.xy[..., 1].ravel())
+    shape = guess.shape
+    return s_.reshape(shape), d_.reshape(shape), h_.reshape(shape)
+
+
+def _frenet_rows_xy(road: Road, lane: np.ndarray, station_m: np.ndarray, xy: np.ndarray):
+    """(s, d, lane heading) of points (N, 2) on lanes (N,), searching near their stations."""
+    s, d, _, h, _ = road.project(lane, road.s_at_station(lane, station_m), xy[:, 0], xy[:, 1])
+    return s, d, h
 
 
 def _interval_prob(mean: np.ndarray, half: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -795,8 +852,10 @@ class SafetyLayer:
 
     def __init__(self, mode: str, params: AvoidanceParams | None = None,
                  predictor: Predictor | None = None, dt_s: float = 0.1, seed: int = 0,
-                 keep_plans: int = 4000, actuator: Actuator | None = None):
+                 keep_plans: int = 4000, actuator: Actuator | None = None,
+                 draw_plans: bool = True):
         self.mode = mode
+        self.draw_plans = draw_plans  # keep each plan's world path (Plan.plan_xy) to draw
         self.params = params or AvoidanceParams()
         self.predictor = predictor
         self.dt_s = float(dt_s)
@@ -934,12 +993,16 @@ class SafetyLayer:
                     nominal, intervening=True, min_ttc_s=ttc, reacts_to_id=target,
                     threat_ids=(target,))
 
-    def forecast(self, st: TrafficState, seen, rows: np.ndarray) -> Forecast:
-        """The agents' (rows) forecasts over the plan's F steps from now."""
+    def forecast(self, st: TrafficState, seen, rows: np.ndarray, road: Road) -> Forecast:
+        """The agents' (rows) forecasts over the plan's F steps from now. Agents tracked for
+        less than min_track_s (too short a past for the forecaster: at the start, or just
+        appeared) follow their lane at their current speed instead."""
         p, dt = self.params, self.dt_s
         history = self.buffer.history(seen, rows, getattr(self.predictor, "n_neighbors", 0))
         pred = self.predictor.predict(history, self.predict_steps)
         xy = pred.xy
+        tracked = _run_length(history.valid)
+        young = tracked < p.steps(p.min_track_s, dt) + 1
         heading_now = np.asarray(seen.heading, float)[rows]
         t = dt * np.arange(1, xy.shape[2] + 1)
         noise = math.hypot(p.sensor_noise_pos_m, 0.0)
@@ -952,18 +1015,30 @@ class SafetyLayer:
         xy, sig = extend(xy, sig, self.forecast_steps - xy.shape[2], v_now, dt,
                          p.sigma_long_growth_mps)
         xy_now = np.stack([np.asarray(seen.x)[rows], np.asarray(seen.y)[rows]], -1)
+        if young.any():
+            y = np.flatnonzero(young)
+            t_all = dt * np.arange(1, xy.shape[2] + 1)
+            xy = xy.copy()
+            xy[y] = lane_following(road, st.lane[rows[y]],
+                                   np.asarray(seen.station, float)[rows[y]], xy_now[y],
+                                   v_now[y], t_all)[:, None]
+            sig = sig.copy()
+            sig[y] = default_sigma(t_all, heading_now[y], p, noise)[:, None]
         heading = footprint_heading(xy, heading_now, xy_now)
         lag = self.latency_steps
         xy, sig, heading = xy[:, :, lag:], sig[:, :, lag:], heading[:, :, lag:]
-        # agents not entirely ahead of the ego now
-        ce, se = math.cos(st.heading[EGO]), math.sin(st.heading[EGO])
-        dx, dy = xy_now[:, 0] - st.x[EGO], xy_now[:, 1] - st.y[EGO]
-        alongside = dx * ce + dy * se < 0.5 * (st.length[rows] + st.length[EGO])
+        # agents not entirely ahead of the ego now (along the road)
+        ahead_m = np.asarray(seen.station, float)[rows] - st.station[EGO]
+        alongside = ahead_m < 0.5 * (st.length[rows] + st.length[EGO])
         return Forecast(xy=xy, heading=heading, sigma=sig, prob=pred.prob,
                         length=np.asarray(st.length[rows], float),
                         width=np.asarray(st.width[rows], float),
                         ids=np.asarray(st.ids[rows], np.int64), alongside=alongside,
-                        xy_now=xy_now, v_now=v_now, heading_now=heading_now)
+                        xy_now=xy_now, v_now=v_now, heading_now=heading_now,
+                        station_now=np.asarray(seen.station, float)[rows])
+
+    def _xy(self, cand: Candidates, road: Road, i: int) -> np.ndarray | None:
+        return cand.world_xy(road, i) if self.draw_plans else None
 
     def _predictive(self, st: TrafficState, road: Road, seen, nominal: float) -> Plan:
         p, dt = self.params, self.dt_s
@@ -973,21 +1048,22 @@ class SafetyLayer:
         if len(rows) == 0:
             cand = plan_candidates(st, road, nominal, act, p, dt, full=False)
             return Plan(st.t_s, st.step, self.mode, "nominal", nominal, nominal, nominal,
-                        plan_xy=cand.xy[0])
-        fc = self.forecast(st, seen, rows)
+                        plan_xy=self._xy(cand, road, 0))
+        fc = self.forecast(st, seen, rows, road)
         limit = p.p_release if self.intervening else p.p_accept
         nom = None
         if not self.intervening:  # the nominal plan alone first: the usual case
             cand = plan_candidates(st, road, nominal, act, p, dt, full=False)
-            sc = score_plans(cand, fc, length, width, p, dt)
+            sc = score_plans(cand, fc, road, length, width, p, dt)
             nom = (sc.p_agent[0], fc.ids)
             if max(sc.p_collision[0], sc.p_margin[0], sc.p_comfort[0]) <= limit:
                 return Plan(st.t_s, st.step, self.mode, "nominal", nominal, nominal, nominal,
                             p_nominal=float(max(sc.p_collision[0], sc.p_margin[0])),
                             p_plan=float(sc.p_collision[0]), min_ttc_s=float(sc.min_ttc_s[0]),
-                            plan_xy=cand.xy[0], threat_ids=_threats(*nom, p.p_accept))
+                            plan_xy=self._xy(cand, road, 0),
+                            threat_ids=_threats(*nom, p.p_accept))
         cand = plan_candidates(st, road, nominal, act, p, dt, full=True)
-        sc = score_plans(cand, fc, length, width, p, dt)
+        sc = score_plans(cand, fc, road, length, width, p, dt)
         if nom is None:
             nom = (sc.p_agent[0], fc.ids)
         cost = plan_costs(cand, sc, self.last_command, float(st.v0_mps[EGO]), p, dt)
@@ -1009,7 +1085,7 @@ class SafetyLayer:
                     intervening=best != 0,
                     p_nominal=float(max(sc.p_collision[0], sc.p_margin[0])),
                     p_plan=float(sc.p_collision[best]), min_ttc_s=float(sc.min_ttc_s[best]),
-                    plan_xy=cand.xy[best], reacts_to_id=worst,
+                    plan_xy=self._xy(cand, road, best), reacts_to_id=worst,
                     threat_ids=_threats(p_agent, ids, p.p_accept))
 
 

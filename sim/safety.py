@@ -178,7 +178,7 @@ def run_episode(spec: WorldSpec, mode: str, predictor=None,
         raise ValueError(f"{spec.name}: the safety benchmark needs an ego")
     counters = Counters()
     layer = SafetyLayer(mode, params, predictor if mode not in BUILTIN_MODES else None, dt,
-                        seed=spec.seed)
+                        seed=spec.seed, keep_plans=2, draw_plans=False)
     track_end = settings.test_track_end and test_track(world, st)
     n_steps = int(round(spec.duration_s / dt))
     hard = -settings.hard_brake_mps2
@@ -469,7 +469,8 @@ COLUMNS = (("episodes", "episodes", "{:d}"), ("collisions", "collisions", "{:d}"
            ("false_alarms", "false alarms", "{:d}"),
            ("false_alarms_per_100km", "FA/100 km", "{:.2f}"),
            ("mean_speed_mps", "mean speed m/s", "{:.2f}"),
-           ("jerk_rms_mps3", "jerk rms m/s3", "{:.2f}"))
+           ("jerk_rms_mps3", "jerk rms m/s3", "{:.2f}"),
+           ("intervention_share", "intervening", "{:.0%}"))
 
 
 def _cell(value, fmt: str) -> str:

@@ -177,11 +177,11 @@ def test_candidates_cover_braking_and_lane_changes_where_lanes_exist(state_facto
     assert cand.accel_mps2[0] == 0.5 and np.all(cand.accel_mps2[1:][keep[1:]] < 0.5)
     assert cand.accel_mps2[keep].min() == -P.max_brake_mps2
     assert {A.LEFT, A.RIGHT} <= set(cand.side.tolist())
-    assert cand.xy.shape == (cand.n, 30, 2) and cand.heading.shape == (cand.n, 30)
+    assert cand.s.shape == (cand.n, 30) and cand.rel_heading.shape == (cand.n, 30)
     # harder braking drives less; lane changes end a lane over (3.7 m)
     assert np.all(np.diff(cand.dist[keep][1:, -1]) <= 1e-9)
     left = np.flatnonzero(cand.side == A.LEFT)[0]
-    lateral = cand.xy[left, -1, 1] - cand.xy[0, -1, 1]
+    lateral = cand.world_xy(road, left)[-1, 1] - cand.world_xy(road, 0)[-1, 1]
     assert lateral == pytest.approx(3.7, abs=0.05)
     # in the left lane, no lane to the left
     _, st2, _ = _layer_state(state_factory, [{"lane": 2, "station_m": 300.0, "speed_mps": 25}])
@@ -194,9 +194,9 @@ def test_scores_flag_a_stopped_car_ahead_but_not_a_car_in_the_next_lane(state_fa
         {"lane": 1, "station_m": 365.0, "speed_mps": 0.0},  # stopped, 60 m ahead
         {"lane": 2, "station_m": 310.0, "speed_mps": 25.0}])  # beside, same speed
     layer.buffer.push(st)
-    fc = layer.forecast(st, st, np.array([1, 2]))
+    fc = layer.forecast(st, st, np.array([1, 2]), road)
     cand = A.plan_candidates(st, road, 0.0, layer.actuator, P, DT, full=True)
-    sc = A.score_plans(cand, fc, 4.7, 1.9, P, DT)
+    sc = A.score_plans(cand, fc, road, 4.7, 1.9, P, DT)
     assert sc.p_collision[0] > 0.99  # holding 25 m/s runs into it
     assert sc.p_agent[0, 1] < 1e-3  # the neighbour is no threat
     hardest = np.argmin(np.where(cand.side == A.KEEP, cand.accel_mps2, np.inf))
@@ -211,10 +211,11 @@ def test_uncertainty_turns_a_near_miss_into_a_risk(state_factory):
         {"lane": 1, "station_m": 300.0, "speed_mps": 20.0, "length": 4.7, "width": 1.9},
         {"lane": 2, "station_m": 320.0, "speed_mps": 10.0, "d": -1.2}])  # hugging our lane
     layer.buffer.push(st)
-    fc = layer.forecast(st, st, np.array([1]))
+    fc = layer.forecast(st, st, np.array([1]), road)
     cand = A.plan_candidates(st, road, 0.0, layer.actuator, P, DT, full=False)
-    tight = A.score_plans(cand, fc, 4.7, 1.9, A.AvoidanceParams(sigma_floor_m=0.05), DT)
-    wide = A.score_plans(cand, dataclasses.replace(fc, sigma=fc.sigma * 8.0), 4.7, 1.9, P, DT)
+    tight = A.score_plans(cand, fc, road, 4.7, 1.9, A.AvoidanceParams(sigma_floor_m=0.05), DT)
+    wide = A.score_plans(cand, dataclasses.replace(fc, sigma=fc.sigma * 8.0), road, 4.7, 1.9,
+                         P, DT)
     assert wide.p_collision[0] > tight.p_collision[0] + 0.05
 
 
