@@ -549,7 +549,11 @@ def control(st, junction: Junction, index) -> JunctionControl:
     yields = [np.empty((0, 2), np.int64)]
 
     # ---- conflicts: every participant pair on conflicting connectors -------------------
-    A, B, q = _pairs(conn, j.cf_i, j.cf_j)
+    # only the heads of the queues and the committed take part: a driver further back cannot
+    # reach a conflict before the one ahead of it (this keeps long queues cheap)
+    live = np.flatnonzero(head | committed)
+    A, B, q = _pairs(conn[live], j.cf_i, j.cf_j)
+    A, B = live[A], live[B]
     if len(A):
         combo = 2 * cls[A] + cls[B]
         zone = j.cf_zone[q, combo]  # (M, 4)
