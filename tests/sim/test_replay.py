@@ -243,3 +243,22 @@ def test_boxes_of_the_replayed_ego_never_overlap_a_vehicle_ahead(recorded):
                             out.length[ahead], out.width[ahead])
         assert not hit.any()
     assert res.ego_collisions == 0
+
+
+def test_a_control_hook_commands_the_replay_ego():
+    from sim.events import Override
+
+    tracks = _synthetic([(0, 200.0, 10.0)], t_end_s=20.0)
+    seen = []
+
+    def brake(state, world, index, accel):
+        ego = int(np.flatnonzero(state.role == 1)[0])
+        seen.append((world.dt_s, state.active.sum()))
+        return Override(rows=np.array([ego]), accel_mps2=np.array([-1.0]))
+
+    res = replay(tracks, ReplaySpec(ego_lane=0, ego_station_m=20.0, ego_speed_mps=10.0),
+                 hook=brake)
+    out = res.tracks
+    speed = np.hypot(out.vx[out.ego], out.vy[out.ego])
+    assert speed[50] == pytest.approx(5.0, abs=0.05) and speed[-1] < 0.05  # -1 m/s^2 from 10
+    assert seen[0] == (pytest.approx(0.1), 2)  # the hook sees every vehicle present
