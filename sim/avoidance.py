@@ -68,6 +68,7 @@ class AvoidanceParams:
     keep_lane_accels_mps2: tuple[float, ...] = (1.0, 0.5, 0.0, -0.5, -1.0, -1.5, -2.0, -2.5,
                                                 -3.0, -4.0, -5.0, -6.0, -7.0, -8.0, -9.0)
     lane_change_accels_mps2: tuple[float, ...] = (0.0, -2.0, -4.0)
+    accel_hold_s: float = 1.0  # a plan accelerating (the driver's too) does so this long
     lane_changes: bool = True  # evasive lane changes among the candidates
     lane_change_s: float = 3.0  # duration of an evasive lane change (minimum-jerk profile)
     min_lane_change_speed_mps: float = 8.0
@@ -95,11 +96,13 @@ class AvoidanceParams:
     # decisions
     p_accept: float = 0.05  # a plan is acceptable up to this probability of collision
     p_release: float = 0.02  # an intervention ends once the nominal plan is this safe
+    p_margin_accept: float = 0.2  # the safe distance along a forecast, up to this
+    p_comfort_accept: float = 0.3  # slowing for comfort answers likely conflicts only
     rear_weight: float = 0.2  # risk from followers (keep-lane plans) counts this much
     ttc_ref_s: float = 3.0  # predicted time to collision below this costs
     w_risk: float = 20.0
     w_margin: float = 10.0  # per expected second with the safe distance violated
-    w_comfort: float = 0.5  # per expected second with the comfortable distance violated
+    w_comfort: float = 2.0  # per expected second with the comfortable distance violated
     w_ttc: float = 1.0
     w_accel: float = 0.3  # per (a / comfort_accel_mps2)^2
     w_jerk: float = 0.3  # per (change of the command / comfort_accel_mps2)^2
@@ -135,6 +138,8 @@ class AvoidanceParams:
                 raise ValueError(f"AvoidanceParams.{name} must be positive")
         if not 0 < self.p_release <= self.p_accept < 1:
             raise ValueError("need 0 < p_release <= p_accept < 1")
+        if not (0 < self.p_margin_accept < 1 and 0 < self.p_comfort_accept < 1):
+            raise ValueError("p_margin_accept and p_comfort_accept must be in (0, 1)")
         for name in ("keep_lane_accels_mps2", "lane_change_accels_mps2"):
             values = getattr(self, name)
             if not values and name == "keep_lane_accels_mps2":
@@ -300,7 +305,8 @@ def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actu
     """The nominal plan (and, when `full`, the others) rolled out over the horizon.
 
     Keep-lane plans hold an acceleration command below the nominal one (the layer only ever
-    brakes harder than the driver wants); lane-change plans move into an adjacent lane with
+    brakes harder than the driver wants; a positive command lasts accel_hold_s, as a driver
+    re-decides); lane-change plans move into an adjacent lane with
     the minimum-jerk profile of sim/behavior.py over lane_change_s. The path follows the lane
     centre line (and its successor where it ends) at the ego's lateral offset, which decays
     as the lane keeping makes it; an ongoing lane change continues its profile.
@@ -323,6 +329,10 @@ def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actu
     side = np.asarray(side, np.int8)
     lane = np.asarray(lane, np.int64)
     u = actuator_response(act, accel, f, params, dt_s)
+    hold = params.steps(params.accel_hold_s, dt_s) + len(act.pending_mps2)
+    if hold < f and np.any(accel > 0):  # a driver accelerates only for a while
+        u[:, hold:] = np.where((accel > 0)[:, None], np.minimum(u[:, hold:], 0.0),
+                               u[:, hold:])
     v, dist = speed_profile(float(st.speed[EGO]), u, dt_s)
     t = dt_s * np.arange(1, f + 1)
     # lateral offset from each plan's lane centre over time (C, F)
@@ -481,7 +491,8 @@ class Scores:
     ttc_term (0..1), min_ttc_s: predicted time to collision with agents in its path; p_now,
     the probability that the safe distance to an agent in the path now is violated even if
     the ego brakes from the next step (forecast-free). Per candidate and agent (C, A):
-    p_agent, the larger of collision and violation probability."""
+    p_agent, the larger of the collision and safe-distance probabilities, p_agent_comfort
+    the comfortable-distance one (0 for agents whose risk is theirs)."""
 
     p_now: np.ndarray
     p_collision: np.ndarray
@@ -493,6 +504,7 @@ class Scores:
     ttc_term: np.ndarray
     min_ttc_s: np.ndarray
     p_agent: np.ndarray
+    p_agent_comfort: np.ndarray
 
 
 def score_plans(cand: Candidates, fc: Forecast, road: Road, ego_length_m: float,
@@ -518,7 +530,7 @@ def score_plans(cand: Candidates, fc: Forecast, road: Road, ego_length_m: float,
     if a_n == 0:
         z = np.zeros(c_n)
         return Scores(z, z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(),
-                      z.copy(), np.full(c_n, np.inf), np.zeros((c_n, 0)))
+                      z.copy(), np.full(c_n, np.inf), np.zeros((c_n, 0)), np.zeros((c_n, 0)))
     lanes, which = np.unique(cand.lane, return_inverse=True)
     xy = fc.xy
     steps = np.diff(xy, axis=2, prepend=fc.xy_now[:, None, None, :])  # (A, K, F, 2)
@@ -598,7 +610,6 @@ def score_plans(cand: Candidates, fc: Forecast, road: Road, ego_length_m: float,
     room0 = lon0 - body0 + v0 ** 2 / b_a  # (A,)
     in_path0 = (lon0 > 0.0) * _interval_prob(lat0, hw0, sig0)
     viol0 = in_path0[None, :] * ndtr((cand.fallback_stop_m[:, None] - room0[None, :]) / sig0)
-    p_viol_a = np.maximum(p_viol_a, viol0)
     margin_s += viol0 * dt_s
     # time to collision with agents in the path (mean footprints overlapping laterally)
     closing = v_e - v_a
@@ -618,7 +629,8 @@ def score_plans(cand: Candidates, fc: Forecast, road: Road, ego_length_m: float,
         p_comfort=1.0 - np.prod(1.0 - f * p_comf_a, axis=1),
         comfort_s=(f * comfort_s).sum(axis=1),
         ttc_term=ttc_term, min_ttc_s=min_ttc,
-        p_agent=np.where(front, np.maximum(p_coll_a, p_viol_a), p_coll_a))
+        p_agent=f * np.maximum(np.maximum(p_coll_a, p_viol_a), viol0),
+        p_agent_comfort=f * p_comf_a)
 
 
 def _frenet_points(road: Road, lane: int, fc: Forecast, travelled: np.ndarray):
@@ -673,28 +685,40 @@ def plan_costs(cand: Candidates, sc: Scores, last_command_mps2: float, desired_s
             + params.w_lane_change * (cand.side != KEEP))
 
 
-def choose(sc: Scores, cost: np.ndarray, cand: Candidates, nominal_limit: float,
+def limits(params: AvoidanceParams, releasing: bool) -> tuple[float, float]:
+    """The limits the nominal plan must keep: (collision and safe distance now, safe distance
+    along the forecast, comfortable distance) = p_accept, p_margin_accept, p_comfort_accept,
+    scaled by p_release / p_accept while an intervention is to end (hysteresis)."""
+    scale = params.p_release / params.p_accept if releasing else 1.0
+    return (params.p_accept * scale, params.p_margin_accept * scale,
+            params.p_comfort_accept * scale)
+
+
+def choose(sc: Scores, cost: np.ndarray, cand: Candidates, releasing: bool,
            params: AvoidanceParams) -> tuple[int, str]:
-    """The plan to follow and why. The nominal one (index 0) while its collision, safe and
-    comfortable distance probabilities are all within nominal_limit; else the cheapest plan
-    keeping all three within p_accept and braking no harder than comfort_brake_mps2
-    ("comfortable"); else the cheapest keeping the first two
-    ("safe"; comfort violations cost); else, of the plans without a likely collision, the one
-    that best keeps the safe distance now (p_now), then over the plan (margin_s), then the
-    cheapest ("restore"); else braking at the limit in the lane ("emergency"). Returns
+    """The plan to follow and why. The nominal one (index 0) while its probabilities are
+    within `limits` (collision and safe distance now: p_accept; safe distance along the
+    forecast: p_margin_accept; comfortable distance: p_comfort_accept; tighter while
+    `releasing` an intervention); else the cheapest plan within them braking no harder
+    than comfort_brake_mps2 ("comfortable"); else the cheapest within the first three
+    braking no harder than that ("gentle"; comfort violations cost), or braking harder
+    ("safe"); else, of the plans without a likely collision, the
+    one that best keeps the safe distance now (p_now), then over the plan (margin_s), then
+    the cheapest ("restore"); else braking at the limit in the lane ("emergency"). Returns
     (index, kind)."""
     lim = np.full(cand.n, params.p_accept)
-    lim[0] = nominal_limit
+    lim_m = np.full(cand.n, params.p_margin_accept)
+    lim_c = np.full(cand.n, params.p_comfort_accept)
+    lim[0], lim_m[0], lim_c[0] = limits(params, releasing)
     no_crash = sc.p_collision <= lim
-    safe = no_crash & (sc.p_margin <= lim)
-    comfortable = safe & (sc.p_comfort <= lim) & (
-        cand.accel_mps2 >= -params.comfort_brake_mps2 - 1e-9)
+    safe = no_crash & (sc.p_now <= lim) & (sc.p_margin <= lim_m)
+    gentle = cand.accel_mps2 >= -params.comfort_brake_mps2 - 1e-9
+    comfortable = safe & (sc.p_comfort <= lim_c) & gentle
     if comfortable[0]:
         return 0, "nominal"
-    if comfortable.any():
-        return int(np.flatnonzero(comfortable)[np.argmin(cost[comfortable])]), "comfortable"
-    if safe.any():
-        return int(np.flatnonzero(safe)[np.argmin(cost[safe])]), "safe"
+    for tier, ok in (("comfortable", comfortable), ("gentle", safe & gentle), ("safe", safe)):
+        if ok.any():
+            return int(np.flatnonzero(ok)[np.argmin(cost[ok])]), tier
     if no_crash.any():
         idx = np.flatnonzero(no_crash)
         idx = idx[sc.p_now[idx] <= sc.p_now[idx].min() + 0.02]
@@ -1050,24 +1074,26 @@ class SafetyLayer:
             return Plan(st.t_s, st.step, self.mode, "nominal", nominal, nominal, nominal,
                         plan_xy=self._xy(cand, road, 0))
         fc = self.forecast(st, seen, rows, road)
-        limit = p.p_release if self.intervening else p.p_accept
         nom = None
         if not self.intervening:  # the nominal plan alone first: the usual case
             cand = plan_candidates(st, road, nominal, act, p, dt, full=False)
             sc = score_plans(cand, fc, road, length, width, p, dt)
-            nom = (sc.p_agent[0], fc.ids)
-            if max(sc.p_collision[0], sc.p_margin[0], sc.p_comfort[0]) <= limit:
+            nom = (_severity(sc, p), fc.ids)
+            lim, lim_m, lim_c = limits(p, False)
+            if (max(sc.p_collision[0], sc.p_now[0]) <= lim and sc.p_margin[0] <= lim_m
+                    and sc.p_comfort[0] <= lim_c):
                 return Plan(st.t_s, st.step, self.mode, "nominal", nominal, nominal, nominal,
-                            p_nominal=float(max(sc.p_collision[0], sc.p_margin[0])),
+                            p_nominal=float(max(sc.p_collision[0], sc.p_now[0],
+                                                sc.p_margin[0])),
                             p_plan=float(sc.p_collision[0]), min_ttc_s=float(sc.min_ttc_s[0]),
                             plan_xy=self._xy(cand, road, 0),
-                            threat_ids=_threats(*nom, p.p_accept))
+                            threat_ids=_threats(*nom))
         cand = plan_candidates(st, road, nominal, act, p, dt, full=True)
         sc = score_plans(cand, fc, road, length, width, p, dt)
         if nom is None:
-            nom = (sc.p_agent[0], fc.ids)
+            nom = (_severity(sc, p), fc.ids)
         cost = plan_costs(cand, sc, self.last_command, float(st.v0_mps[EGO]), p, dt)
-        best, kind = choose(sc, cost, cand, limit, p)
+        best, kind = choose(sc, cost, cand, self.intervening, p)
         a = float(cand.accel_mps2[best])
         side = int(cand.side[best])
         if best == 0:
@@ -1083,14 +1109,22 @@ class SafetyLayer:
         return Plan(st.t_s, st.step, self.mode, action, a, a, nominal,
                     lane_change=int(cand.lane[best]) if side != KEEP else -1,
                     intervening=best != 0,
-                    p_nominal=float(max(sc.p_collision[0], sc.p_margin[0])),
+                    p_nominal=float(max(sc.p_collision[0], sc.p_now[0], sc.p_margin[0])),
                     p_plan=float(sc.p_collision[best]), min_ttc_s=float(sc.min_ttc_s[best]),
                     plan_xy=self._xy(cand, road, best), reacts_to_id=worst,
-                    threat_ids=_threats(p_agent, ids, p.p_accept))
+                    threat_ids=_threats(p_agent, ids))
 
 
-def _threats(p_agent: np.ndarray, ids: np.ndarray, p_accept: float) -> tuple[int, ...]:
-    return tuple(int(i) for i in ids[p_agent > p_accept])
+def _severity(sc: Scores, params: AvoidanceParams) -> np.ndarray:
+    """(A,) how far each agent takes the nominal plan beyond its limits (> 1: it is why the
+    layer intervenes): its collision / safe-distance probability over p_accept, or its
+    comfortable-distance one over p_comfort_accept, whichever is larger."""
+    return np.maximum(sc.p_agent[0] / params.p_accept,
+                      sc.p_agent_comfort[0] / params.p_comfort_accept)
+
+
+def _threats(severity: np.ndarray, ids: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in ids[severity > 1.0])
 
 
 def _with(plan: Plan, **changes) -> Plan:

@@ -512,7 +512,8 @@ def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def plot_cases(result: dict, path: str) -> None:
-    """Collisions and mean impact speed per case and mode (matplotlib, Agg), atomically."""
+    """Collision rate and mean impact speed per case and mode (matplotlib, Agg), written
+    atomically. Every mode has a marker in every case (a collision-free case sits on 0)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -520,25 +521,33 @@ def plot_cases(result: dict, path: str) -> None:
 
     rows = result.get("by_case") or []
     modes = list(result["results"])
-    labels = [r["label"] for r in rows] or ["all"]
+    labels = [r["label"] for r in rows] or ["all episodes"]
     x = np.arange(len(labels))
-    fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.12 * len(labels) + 4), 7.5), sharex=True)
-    width = 0.8 / max(len(modes), 1)
+    fig, axes = plt.subplots(2, 1, figsize=(min(max(8.0, 0.12 * len(labels) + 4), 40), 7.5),
+                             sharex=True)
+    width = 0.6 / max(len(modes), 1)
+    markers = "os^vDP*Xh"
     for j, m in enumerate(modes):
         stats = [r["modes"][m] for r in rows] if rows else [result["results"][m]]
         rate = [s["collision_rate"] or 0.0 for s in stats]
-        speed = [3.6 * s["impact_speed_mps"] if s["impact_speed_mps"] is not None else 0.0
+        speed = [3.6 * s["impact_speed_mps"] if s["impact_speed_mps"] is not None else np.nan
                  for s in stats]
         off = (j - (len(modes) - 1) / 2) * width
-        axes[0].bar(x + off, rate, width, label=m)
-        axes[1].bar(x + off, speed, width, label=m)
+        tot = result["results"][m]
+        label = f"{m} ({tot['collisions']}/{tot['episodes']})"
+        axes[0].plot(x + off, rate, markers[j % len(markers)], ms=4, label=label)
+        axes[1].plot(x + off, speed, markers[j % len(markers)], ms=4, label=label)
     axes[0].set_ylabel("collision rate")
-    axes[0].set_ylim(0, 1.05)
+    axes[0].set_ylim(-0.05, 1.05)
     axes[1].set_ylabel("mean impact speed (km/h)")
-    axes[0].legend(ncol=len(modes), fontsize=8, loc="upper right")
+    axes[1].set_ylim(bottom=0)
+    axes[0].legend(ncol=len(modes), fontsize=8, loc="upper right", title="collisions / episodes",
+                   title_fontsize=8)
     axes[0].set_title(f"safety benchmark: {result.get('suite', '')}")
+    for ax in axes:
+        ax.grid(axis="y", alpha=0.3)
     axes[1].set_xticks(x)
-    axes[1].set_xticklabels(labels, rotation=90, fontsize=6)
+    axes[1].set_xticklabels(labels, rotation=90, fontsize=6 if len(labels) > 40 else 8)
     fig.tight_layout()
     tmp = f"{path}.tmp.png"
     try:
