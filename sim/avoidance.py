@@ -86,13 +86,13 @@ class AvoidanceParams:
     # the ego, reacting after follower_reaction_s and braking follower_brake_mps2
     fallback_brake_mps2: float = 8.0
     agent_brake_mps2: float = 6.0
+    follower_reaction_s: float = 1.0
+    follower_brake_mps2: float = 4.0
     # the comfortable distance: the same with both braking comfort_brake_mps2; the nominal
     # plan is followed only while it keeps it, so the layer slows early and gently when a
     # forecast shows a conflict coming
     comfort_brake_mps2: float = 3.5
     comfort_time_gap_s: float = 1.0  # and keeping at least this time gap (or the reaction)
-    follower_reaction_s: float = 1.0
-    follower_brake_mps2: float = 4.0
     # decisions
     p_accept: float = 0.05  # a plan is acceptable up to this probability of collision
     p_release: float = 0.02  # an intervention ends once the nominal plan is this safe
@@ -280,21 +280,43 @@ class Candidates:
 
 
 def lane_change_targets(st: TrafficState, road: Road, params: AvoidanceParams) -> dict:
-    """{LEFT: lane, RIGHT: lane} the ego may swerve into now (not while changing lanes, not
-    into a lane that ends or that ends before the manoeuvre would be done)."""
+    """{LEFT: lane, RIGHT: lane} the ego may swerve into now: not while changing lanes, not
+    into a lane that ends or that ends before the manoeuvre would be done, and only into a
+    gap (gap acceptance on current states, as a driver checks the mirror): no vehicle in or
+    moving into the target lane closer behind than it needs to stay behind the ego
+    (follower_reaction_s, follower_brake_mps2), nor closer ahead than the ego's own safe
+    distance to it."""
     out = {}
     if not params.lane_changes or st.lane_from[EGO] >= 0 or st.lane[EGO] < 0:
         return out
-    if st.speed[EGO] < params.min_lane_change_speed_mps:
+    v_e = float(st.speed[EGO])
+    if v_e < params.min_lane_change_speed_mps:
         return out
     lane, station = int(st.lane[EGO]), float(st.station[EGO])
-    finish = station + st.speed[EGO] * params.lane_change_s
+    finish = station + v_e * params.lane_change_s
+    others = np.flatnonzero(st.active)
+    others = others[others != EGO]
+    react_s = (params.actuation_delay_s + 0.5 * params.max_brake_mps2 / params.jerk_limit_mps3
+               + 0.1)
     for side, links in ((LEFT, road.left), (RIGHT, road.right)):
         tgt = int(links[lane])
         if tgt < 0 or road.end_kind[tgt] == LANE_DEAD_END:
             continue
         lo, hi = road.station_range_m[tgt]
-        if lo + st.length[EGO] <= station and finish <= hi:
+        if not (lo + st.length[EGO] <= station and finish <= hi):
+            continue
+        there = others[(st.lane[others] == tgt) | (st.lane_from[others] == tgt)]
+        gap = (np.abs(st.station[there] - station)
+               - 0.5 * (st.length[there] + st.length[EGO]))
+        v = st.speed[there]
+        behind = st.station[there] < station
+        need = np.where(
+            behind,
+            v * params.follower_reaction_s
+            + np.maximum(v * v - v_e * v_e, 0.0) / (2.0 * params.follower_brake_mps2),
+            v_e * react_s + np.maximum(v_e * v_e / (2.0 * params.fallback_brake_mps2)
+                                       - v * v / (2.0 * params.agent_brake_mps2), 0.0))
+        if np.all(gap > np.maximum(need, params.margin_long_m)):
             out[side] = tgt
     return out
 

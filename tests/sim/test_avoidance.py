@@ -188,6 +188,18 @@ def test_candidates_cover_braking_and_lane_changes_where_lanes_exist(state_facto
     assert set(A.lane_change_targets(st2, road, P)) == {A.RIGHT}
 
 
+def test_lane_changes_need_a_gap_in_the_target_lane(state_factory):
+    road = straight_highway(n_lanes=3, length_m=2000.0)
+    ego = {"lane": 1, "station_m": 300.0, "speed_mps": 25.0, "length": 4.7, "width": 1.9}
+    free = state_factory(road, [ego, {"lane": 2, "station_m": 400.0, "speed_mps": 25.0},
+                                {"lane": 0, "station_m": 200.0, "speed_mps": 25.0}])
+    assert set(A.lane_change_targets(free, road, P)) == {A.LEFT, A.RIGHT}
+    # a car alongside on the left, a faster one closing from behind on the right
+    busy = state_factory(road, [ego, {"lane": 2, "station_m": 302.0, "speed_mps": 25.0},
+                                {"lane": 0, "station_m": 270.0, "speed_mps": 35.0}])
+    assert A.lane_change_targets(busy, road, P) == {}
+
+
 def test_scores_flag_a_stopped_car_ahead_but_not_a_car_in_the_next_lane(state_factory):
     road, st, layer = _layer_state(state_factory, [
         {"lane": 1, "station_m": 300.0, "speed_mps": 25.0, "length": 4.7, "width": 1.9},
