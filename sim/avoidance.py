@@ -555,7 +555,8 @@ def score_plans(cand: Candidates, fc: Forecast, road: Road, ego_length_m: float,
                       z.copy(), np.full(c_n, np.inf), np.zeros((c_n, 0)), np.zeros((c_n, 0)))
     lanes, which = np.unique(cand.lane, return_inverse=True)
     xy = fc.xy
-    steps = np.diff(xy, axis=2, prepend=fc.xy_now[:, None, None, :])  # (A, K, F, 2)
+    steps = np.diff(xy, axis=2, prepend=np.broadcast_to(
+        fc.xy_now[:, None, None, :], (*xy.shape[:2], 1, 2)))  # (A, K, F, 2)
     travelled = np.cumsum(np.hypot(steps[..., 0], steps[..., 1]), axis=-1)
     vxy = steps / dt_s
     # per lane the plans drive in: the agents' Frenet coordinates and what depends on them

@@ -284,6 +284,45 @@ def test_a_forecast_sees_a_cut_in_coming_that_the_aeb_sees_too_late():
     assert plan.reacts_to_id == 1 and 1 in plan.threat_ids  # the cutter
 
 
+class TwoModes:
+    """A multimodal forecaster: keep going (probability 1 - p_cut), or move 3.7 m to the
+    left over 2 s (p_cut), both at the current speed."""
+
+    name = "two_modes"
+    dt_s = None
+    n_neighbors = 0
+    history_steps = 5
+
+    def __init__(self, p_cut):
+        self.p_cut = p_cut
+
+    def predict(self, history, horizon_steps):
+        t = history.dt_s * np.arange(1, horizon_steps + 1)
+        keep = history.xy[:, -1, None, :] + history.vxy[:, -1, None, :] * t[None, :, None]
+        cut = keep.copy()
+        cut[..., 1] += 3.7 * np.minimum(t / 2.0, 1.0)
+        prob = np.tile([1.0 - self.p_cut, self.p_cut], (len(keep), 1))
+        return Prediction(xy=np.stack([keep, cut], axis=1), prob=prob,
+                          sigma_m=np.full((len(keep), 2, horizon_steps, 2), 0.2))
+
+
+def test_mode_probabilities_weigh_the_risk():
+    # a slower car in the right lane, 20 m ahead: the layer slows for it only if the mode
+    # in which it moves over is likely
+    spec = WorldSpec(
+        road=RoadSpec("straight_highway", {"n_lanes": 2, "length_m": 1000.0}),
+        traffic=TrafficSpec(flow_vph_per_lane=0.0, ramp_flow_vph=0.0, initial_fill=False),
+        ego=EgoSpec(lane=1, station_m=100.0, speed_mps=25.0, desired_speed_mps=25.0,
+                    driver="cruise"),
+        actors=(ActorSpec(name="slow", lane=0, gap_m=20.0, speed_mps=18.0),),
+        duration_s=1.5, seed=0, name="modes")
+    _, unlikely = closed_loop(spec, "two_modes", TwoModes(0.01))
+    _, likely = closed_loop(spec, "two_modes", TwoModes(0.9))
+    assert not any(p.intervening for p in unlikely.plans.values())
+    late = [p for p in likely.plans.values() if p.t_s > 0.6]  # tracked long enough
+    assert late and all(p.intervening for p in late) and 1 in late[-1].threat_ids
+
+
 def test_latency_delays_the_reaction_and_noise_is_deterministic():
     brake = EventSpec(type="brake", actor="target", at_s=2.0, decel_mps2=6.0, to_speed_mps=0.0)
     spec = track_spec(ego_kph=50.0, target_kph=50.0, gap_m=40.0, events=(brake,),
