@@ -401,13 +401,17 @@ class RnnPredictor:
         out_sig = np.empty((s, k, horizon_steps, 2))
         with torch.inference_mode():
             for lo in range(0, s, self.batch_size):
-                part = history.take(slice(lo, lo + self.batch_size))
+                part = history if s <= self.batch_size else history.take(
+                    slice(lo, lo + self.batch_size))
                 f = make_features(part, c)
                 xy, log_prob, sigma = self.model(
                     torch.from_numpy(f.target), torch.from_numpy(f.neighbors),
                     torch.from_numpy(f.nb_mask), torch.from_numpy(f.cv))
                 prob = log_prob.exp().numpy().astype(np.float64)
-                top = np.argsort(-prob, axis=1, kind="stable")[:, :k]
+                if k < c.n_modes:  # the k most probable modes
+                    top = np.argsort(-prob, axis=1, kind="stable")[:, :k]
+                else:
+                    top = np.broadcast_to(np.arange(k), prob.shape)
                 rows = np.arange(len(top))[:, None]
                 p = prob[rows, top]
                 xy_k = xy.numpy().astype(np.float64)[rows, top, :horizon_steps]
