@@ -539,11 +539,11 @@ def plot_cases(result: dict, path: str) -> None:
         axes[1].plot(x + off, speed, markers[j % len(markers)], ms=4, label=label)
     axes[0].set_ylabel("collision rate")
     axes[0].set_ylim(-0.05, 1.05)
-    axes[1].set_ylabel("mean impact speed (km/h)")
+    axes[1].set_ylabel("ego impact speed (km/h)")
     axes[1].set_ylim(bottom=0)
-    axes[0].legend(ncol=len(modes), fontsize=8, loc="upper right", title="collisions / episodes",
-                   title_fontsize=8)
-    axes[0].set_title(f"safety benchmark: {result.get('suite', '')}")
+    axes[0].legend(ncol=len(modes), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                   title=f"safety benchmark {result.get('suite', '')}: collisions / episodes",
+                   title_fontsize=9, frameon=False)
     for ax in axes:
         ax.grid(axis="y", alpha=0.3)
     axes[1].set_xticks(x)
