@@ -12,16 +12,19 @@ driver's acceleration for the ego (IDM / cruise, from the step) and decides what
   with a constant acceleration command from +1 down to -9 m/s^2, change lanes left or right
   where a lane exists with the simulator's minimum-jerk lateral profile) is rolled out over
   the horizon through the actuator model and scored against the predicted occupancy
-  (`score_plans`): probability of collision, time to collision, comfort, progress. The
-  nominal plan is followed while it is acceptable; otherwise the cheapest acceptable plan;
-  when none is, the ego brakes at its limit.
+  (`score_plans`): probability of collision (footprints inflated by the forecast's
+  uncertainty), an RSS-style safe distance along the forecast and on current states, a
+  comfortable distance, time to collision, comfort and progress. The nominal plan is
+  followed while it is acceptable; otherwise the cheapest acceptable plan (`choose`); when
+  none is, the ego brakes at its limit.
 
 The actuator (all modes): a command reaches the wheels after `actuation_delay_s` and with a
 jerk limit (brake build-up), within [-max_brake_mps2, max_accel_mps2] (`actuator_step`).
 
 Scoring is vectorised over candidates x agents x modes x time (numpy; no Python loop over
-agents or steps). `sim/` never imports a forecaster: main.py (or a benchmark worker) builds one
-by name and passes it in (any sim.forecast.Predictor). docs/safety.md has the definitions.
+agents, modes or steps; one pass per distinct lane the plans drive in, at most three).
+`sim/` never imports a forecaster: main.py (or a benchmark worker) builds one by name and
+passes it in (any sim.forecast.Predictor). docs/safety.md has the definitions.
 """
 
 from __future__ import annotations
@@ -708,7 +711,7 @@ def plan_costs(cand: Candidates, sc: Scores, last_command_mps2: float, desired_s
             + params.w_lane_change * (cand.side != KEEP))
 
 
-def limits(params: AvoidanceParams, releasing: bool) -> tuple[float, float]:
+def limits(params: AvoidanceParams, releasing: bool) -> tuple[float, float, float]:
     """The limits the nominal plan must keep: (collision and safe distance now, safe distance
     along the forecast, comfortable distance) = p_accept, p_margin_accept, p_comfort_accept,
     scaled by p_release / p_accept while an intervention is to end (hysteresis)."""
@@ -1154,10 +1157,3 @@ def _with(plan: Plan, **changes) -> Plan:
     values = {f.name: getattr(plan, f.name) for f in fields(Plan)}
     values.update(changes)
     return Plan(**values)
-
-
-def make_layer(mode: str, predictor: Predictor | None, dt_s: float,
-               params: AvoidanceParams | None = None, seed: int = 0) -> SafetyLayer:
-    """A SafetyLayer for a mode name; predictor modes need the forecaster (ValueError)."""
-    return SafetyLayer(mode, params, predictor if mode not in BUILTIN_MODES else None,
-                       dt_s=dt_s, seed=seed)
