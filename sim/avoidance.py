@@ -726,12 +726,12 @@ def choose(sc: Scores, cost: np.ndarray, cand: Candidates, releasing: bool,
     within `limits` (collision and safe distance now: p_accept; safe distance along the
     forecast: p_margin_accept; comfortable distance: p_comfort_accept; tighter while
     `releasing` an intervention); else the cheapest plan within them braking no harder
-    than comfort_brake_mps2 ("comfortable"); else the cheapest within the first three
-    braking no harder than that ("gentle"; comfort violations cost), or braking harder
-    ("safe"); else, of the plans without a likely collision, the
-    one that best keeps the safe distance now (p_now), then over the plan (margin_s), then
-    the cheapest ("restore"); else braking at the limit in the lane ("emergency"). Returns
-    (index, kind)."""
+    than comfort_brake_mps2 or as the driver does ("comfortable"); else the cheapest within
+    the first three braking no harder than that ("gentle"; comfort violations cost), or
+    braking harder ("safe"; comfort no longer counts); else, of the plans without a likely
+    collision, the one that best keeps the safe distance now (p_now), then over the plan
+    (margin_s), then the cheapest ("restore"); else braking at the limit in the lane
+    ("emergency"). Returns (index, kind)."""
     lim = np.full(cand.n, params.p_accept)
     lim_m = np.full(cand.n, params.p_margin_accept)
     lim_c = np.full(cand.n, params.p_comfort_accept)
@@ -739,12 +739,16 @@ def choose(sc: Scores, cost: np.ndarray, cand: Candidates, releasing: bool,
     no_crash = sc.p_collision <= lim
     safe = no_crash & (sc.p_now <= lim) & (sc.p_margin <= lim_m)
     gentle = cand.accel_mps2 >= -params.comfort_brake_mps2 - 1e-9
+    gentle[0] = True  # whatever the driver does already
     comfortable = safe & (sc.p_comfort <= lim_c) & gentle
     if comfortable[0]:
         return 0, "nominal"
-    for tier, ok in (("comfortable", comfortable), ("gentle", safe & gentle), ("safe", safe)):
+    # braking harder than gently is for safety only: comfort no longer counts there
+    hard_cost = cost - params.w_comfort * sc.comfort_s
+    for tier, ok, c in (("comfortable", comfortable, cost), ("gentle", safe & gentle, cost),
+                        ("safe", safe, hard_cost)):
         if ok.any():
-            return int(np.flatnonzero(ok)[np.argmin(cost[ok])]), tier
+            return int(np.flatnonzero(ok)[np.argmin(c[ok])]), tier
     if no_crash.any():
         idx = np.flatnonzero(no_crash)
         idx = idx[sc.p_now[idx] <= sc.p_now[idx].min() + 0.02]
