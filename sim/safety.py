@@ -325,9 +325,11 @@ def run_jobs(jobs: list[Job], factory: PredictorFactory | None,
         return out
     import multiprocessing as mp
 
-    # fork on Linux (fast, and scripts need no __main__ guard; the parent runs no forecaster
-    # before, so no thread pool is inherited); spawn elsewhere
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    # fork on Linux (fast, and scripts need no __main__ guard), unless this process has loaded
+    # torch: a child forked from a process whose OpenMP pool exists can hang in its first
+    # forward pass, so then (and off Linux) spawn
+    fork_ok = sys.platform.startswith("linux") and "torch" not in sys.modules
+    method = "fork" if fork_ok else "spawn"
     ctx = mp.get_context(method)
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
                              initializer=_init_worker,

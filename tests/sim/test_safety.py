@@ -198,3 +198,14 @@ def test_cli_run_with_avoidance_headless(tmp_path):
     r = _cli("run", "--scenario", "stationary_target", "--avoidance", "rnn", "--checkpoint",
              str(tmp_path / "missing.pt"), "--headless", "--quiet")
     assert r.returncode == 2 and "missing.pt" in r.stderr
+
+
+def test_cli_benchmark_safety_runs_the_rnn_in_worker_processes(tmp_path):
+    # the parent loads the checkpoint (to refuse a bad one in one line), so the workers must
+    # not be forked from it: a forked child could hang in its first forward pass
+    out = tmp_path / "rnn.json"
+    r = _cli("benchmark", "safety", "--suite", "lead_brake", "--avoidance", "rnn",
+             "--workers", "2", "--json", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())["results"]["rnn"]
+    assert res["episodes"] == 4 and res["collisions"] == 0
