@@ -32,6 +32,10 @@ TARGET_FEATURES = 5  # x, y, vx, vy (agent frame), valid
 NEIGHBOR_FEATURES = 12  # x, y at now, -0.5 s, -1 s; vx, vy now; length, width; valids
 NB_LAGS_S = (0.0, 0.5, 1.0)
 MIN_SIGMA_M = 0.05
+# smallest input standard deviation (in the feature's unit: m, m/s, or a 0/1 flag): a feature
+# (nearly) constant in the training data (NGSIM's vehicle lengths are all 4.5 m) must not turn
+# an ordinary value elsewhere (a 12 m truck in a simulation) into thousands of sigmas
+MIN_INPUT_STD = 0.1
 
 
 class CheckpointError(ValueError):
@@ -217,17 +221,18 @@ class RnnForecaster(nn.Module):
         self.register_buffer("out_scale", 0.3 + 0.7 * t_s)
 
     def set_normalisation(self, feats: Features) -> None:
-        """Fit the input statistics on training features."""
+        """Fit the input statistics on training features (standard deviations floored at
+        MIN_INPUT_STD)."""
         t = feats.target.reshape(-1, TARGET_FEATURES)
         ok = t[:, -1] > 0
-        mean, std = t[ok].mean(0), t[ok].std(0) + 1e-3
+        mean, std = t[ok].mean(0), np.maximum(t[ok].std(0), MIN_INPUT_STD)
         mean[-1], std[-1] = 0.0, 1.0  # keep the valid flag as is
         self.target_mean.copy_(torch.from_numpy(mean))
         self.target_std.copy_(torch.from_numpy(std))
         nb = feats.neighbors[feats.nb_mask]
         if len(nb):
             self.nb_mean.copy_(torch.from_numpy(nb.mean(0)))
-            self.nb_std.copy_(torch.from_numpy(nb.std(0) + 1e-3))
+            self.nb_std.copy_(torch.from_numpy(np.maximum(nb.std(0), MIN_INPUT_STD)))
 
     def encode(self, target: torch.Tensor) -> torch.Tensor:
         """(B, hidden) summary of the target's past, read every encoder_stride steps."""

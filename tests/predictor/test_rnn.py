@@ -56,6 +56,22 @@ def test_features_are_agent_centric_and_cv_is_exact_on_straight_tracks():
     np.testing.assert_allclose(to_world(f.cv.astype(float), f.origin, f.rot), fut, atol=1e-3)
 
 
+def test_inputs_constant_in_training_do_not_explode_elsewhere():
+    # every vehicle 4.5 m long in training (as in NGSIM): a 12 m truck later must stay a few
+    # sigmas away, not thousands
+    tr = straight_tracks()
+    hist = history_from_tracks(tr, np.array([0, 1, 2]), np.array([30, 40, 50]),
+                               SMALL.history_steps, SMALL.n_neighbors)
+    f = make_features(hist, SMALL)
+    model = RnnForecaster(SMALL)
+    model.set_normalisation(f)
+    assert (model.nb_std >= 0.1 - 1e-7).all() and (model.target_std >= 0.1 - 1e-7).all()
+    length = 8  # the neighbour feature column of the length
+    assert model.nb_mean[length] == pytest.approx(4.5)
+    z = (12.0 - model.nb_mean[length]) / model.nb_std[length]
+    assert abs(float(z)) <= 75.0
+
+
 def test_short_histories_are_padded_as_invalid():
     tr = straight_tracks()
     hist = history_from_tracks(tr, np.array([0]), np.array([30]), 4, 0)
