@@ -1127,9 +1127,12 @@ def cmd_benchmark_safety(args) -> int:
     bar = tqdm(total=n_jobs, desc="episodes", unit="run", disable=args.quiet, leave=False,
                dynamic_ncols=True)
     try:
+        # checking the checkpoints above may have started torch here: then the workers are
+        # spawned, not forked (a forked child can hang in its first forward pass)
         result = safety.benchmark(specs, modes, factory, params, settings, workers,
                                   by_case=args.by == "case",
-                                  progress=lambda done, total: bar.update(done - bar.n))
+                                  progress=lambda done, total: bar.update(done - bar.n),
+                                  start_method="spawn" if "torch" in sys.modules else None)
     finally:
         bar.close()
     result = {"suite": args.suite, "modes": modes, "seeds": args.seeds, **result}

@@ -206,11 +206,48 @@ def nearest_others(target_xy: np.ndarray, cand_xy: np.ndarray, self_index: np.nd
                    m: int, chunk: int = 2048) -> np.ndarray:
     """(S, m) indices into cand_xy of the m candidates nearest to each target, nearest first,
     excluding the target itself (self_index (S,), -1 if it is not a candidate); -1 fills
-    slots when fewer than m others exist. target_xy (S, 2), cand_xy (N, 2), metres."""
+    slots when fewer than m others exist. target_xy (S, 2), cand_xy (N, 2), metres.
+
+    Many candidates: scipy's KD-tree proposes a few more than m per target and the exact
+    squared distances rank them, so the result is the brute force's (`_nearest_brute`)."""
+    s, n = len(target_xy), len(cand_xy)
+    if m == 0 or n == 0 or s == 0:
+        return np.full((s, m), -1, np.int64)
+    if n <= 4 * (m + 8) or not np.isfinite(cand_xy).all():
+        return _nearest_brute(target_xy, cand_xy, self_index, m, chunk)
+    from scipy.spatial import cKDTree
+
+    k = min(n, m + 5)  # the target itself, m others and spares for the exact ranking
+    _, idx = cKDTree(cand_xy).query(target_xy, k=k)
+    d2 = ((target_xy[:, None, :] - cand_xy[idx]) ** 2).sum(-1)
+    d2[idx == np.asarray(self_index)[:, None]] = np.inf
+    order = np.argsort(d2, axis=1, kind="stable")[:, :m]
+    best = np.take_along_axis(idx, order, 1)
+    far = ~np.isfinite(np.take_along_axis(d2, order, 1))
+    return np.where(far, -1, best).astype(np.int64)
+
+
+def _nearest_brute(target_xy: np.ndarray, cand_xy: np.ndarray, self_index: np.ndarray,
+                   m: int, chunk: int = 2048) -> np.ndarray:
+    """nearest_others by computing every distance (S x N, in chunks of targets)."""
     s, n = len(target_xy), len(cand_xy)
     out = np.full((s, m), -1, np.int64)
-    if m == 0 or n == 0 or s == 0:
-        return out
+    take = min(m, n)
+    for lo in range(0, s, chunk):
+        hi = min(s, lo + chunk)
+        d2 = ((target_xy[lo:hi, None, :] - cand_xy[None, :, :]) ** 2).sum(-1)
+        own = self_index[lo:hi]
+        rows = np.flatnonzero(own >= 0)
+        d2[rows, own[rows]] = np.inf
+        if take < n:
+            part = np.argpartition(d2, take - 1, axis=1)[:, :take]
+        else:
+            part = np.broadcast_to(np.arange(n), (hi - lo, n))
+        order = np.argsort(np.take_along_axis(d2, part, 1), axis=1, kind="stable")
+        idx = np.take_along_axis(part, order, 1)
+        far = ~np.isfinite(np.take_along_axis(d2, idx, 1))
+        out[lo:hi, :take] = np.where(far, -1, idx)
+    return out
     take = min(m, n)
     for lo in range(0, s, chunk):
         hi = min(s, lo + chunk)

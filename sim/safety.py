@@ -308,9 +308,13 @@ def _run_job(job: Job) -> tuple[int, dict]:
 def run_jobs(jobs: list[Job], factory: PredictorFactory | None,
              params: AvoidanceParams | None = None, settings: SafetySettings | None = None,
              workers: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> list[dict]:
+             progress: Callable[[int, int], None] | None = None,
+             start_method: str | None = None) -> list[dict]:
     """Run every job (in `workers` processes; 1: in this process) and return the episode
-    results in job order. progress(done, total) after each."""
+    results in job order. progress(done, total) after each. start_method: how worker
+    processes start; default fork on Linux (fast, and the factory need not be importable),
+    spawn elsewhere. Pass "spawn" once this process has run torch: a child forked from a
+    process whose OpenMP pool exists can hang in its first forward pass."""
     params = params or AvoidanceParams()
     settings = settings or SafetySettings()
     workers = workers or os.cpu_count() or 1
@@ -325,11 +329,7 @@ def run_jobs(jobs: list[Job], factory: PredictorFactory | None,
         return out
     import multiprocessing as mp
 
-    # fork on Linux (fast, and scripts need no __main__ guard), unless this process has loaded
-    # torch: a child forked from a process whose OpenMP pool exists can hang in its first
-    # forward pass, so then (and off Linux) spawn
-    fork_ok = sys.platform.startswith("linux") and "torch" not in sys.modules
-    method = "fork" if fork_ok else "spawn"
+    method = start_method or ("fork" if sys.platform.startswith("linux") else "spawn")
     ctx = mp.get_context(method)
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
                              initializer=_init_worker,
@@ -440,9 +440,10 @@ def aggregate(episodes: list[dict], modes: list[str], by_case: bool) -> dict:
 def benchmark(specs: list[WorldSpec], modes: list[str], factory: PredictorFactory | None,
               params: AvoidanceParams | None = None, settings: SafetySettings | None = None,
               workers: int | None = None, by_case: bool = False,
-              progress: Callable[[int, int], None] | None = None) -> dict:
+              progress: Callable[[int, int], None] | None = None,
+              start_method: str | None = None) -> dict:
     """Run every spec in every mode and aggregate: {"results", "by_case"?, "episodes",
-    "params", "settings", "workers", "wall_s"}."""
+    "params", "settings", "workers", "wall_s"}. start_method: see run_jobs."""
     params = params or AvoidanceParams()
     settings = settings or SafetySettings()
     for m in modes:
@@ -450,7 +451,8 @@ def benchmark(specs: list[WorldSpec], modes: list[str], factory: PredictorFactor
             raise ValueError(f"avoidance mode {m!r} needs a forecaster factory")
     workers = workers or os.cpu_count() or 1
     t0 = time.perf_counter()
-    episodes = run_jobs(make_jobs(specs, modes), factory, params, settings, workers, progress)
+    episodes = run_jobs(make_jobs(specs, modes), factory, params, settings, workers, progress,
+                        start_method)
     wall = time.perf_counter() - t0
     out = aggregate(episodes, modes, by_case)
     out.update(episodes=episodes, params=_plain(asdict(params)),

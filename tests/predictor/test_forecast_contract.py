@@ -107,6 +107,22 @@ def test_nearest_others_excludes_self_and_pads():
     assert out.tolist() == [[1, 2, -1], [0, 2, -1], [1, 0, -1]]
 
 
+def test_nearest_others_with_many_candidates_equals_the_brute_force():
+    from sim.forecast import _nearest_brute
+
+    rng = np.random.default_rng(3)
+    cand = rng.uniform(0, 500, (700, 2)) * np.array([1.0, 0.05])  # a long, narrow road
+    targets = rng.choice(700, 150, replace=False)
+    self_index = targets.copy()
+    self_index[::5] = -1  # some targets are not candidates themselves
+    xy = cand[targets] + np.where(self_index[:, None] < 0, 0.3, 0.0)
+    for m in (1, 8, 16):
+        fast = nearest_others(xy, cand, self_index, m)
+        assert fast.shape == (150, m)
+        assert np.array_equal(fast, _nearest_brute(xy, cand, self_index, m))
+        assert not np.any(fast == self_index[:, None])
+
+
 def test_history_buffer_tracks_ids_through_row_reuse(state_factory):
     from dataclasses import replace
 
