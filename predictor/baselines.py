@@ -208,6 +208,41 @@ class _KalmanInputs:
         return _KalmanInputs(z, history.valid.shape[1] - run, run, c, sn, p0, history.dt_s)
 
 
+@functools.lru_cache(maxsize=64)
+def _kalman_tables(sigma_lon_mps2: float, sigma_lat_mps2: float, tau_s: float,
+                   sigma_pos_m: float, sigma_vel_mps: float, dt_s: float, n_hist: int,
+                   horizon_steps: int):
+    """KalmanFilter._tables: (F (3, 3), gains (n_hist, 2, 3, 2), variances (n_hist, F, 2))."""
+    f, q_lon = singer_matrices(dt_s, tau_s, sigma_lon_mps2)
+    _, q_lat = singer_matrices(dt_s, tau_s, sigma_lat_mps2)
+    q = np.stack([q_lon, q_lat])  # (2, 3, 3)
+    r = np.diag([sigma_pos_m ** 2, sigma_vel_mps ** 2])
+    hm = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    p = np.zeros((2, 3, 3))
+    for ax, sig_a in enumerate((sigma_lon_mps2, sigma_lat_mps2)):
+        p[ax] = np.diag([sigma_pos_m ** 2, sigma_vel_mps ** 2, sig_a ** 2])
+    gains = np.zeros((n_hist, 2, 3, 2))
+    p_after = np.zeros((n_hist, 2, 3, 3))
+    p_after[0] = p
+    eye = np.eye(3)
+    for n in range(1, n_hist):
+        p = f @ p @ f.T + q
+        s_inv = np.linalg.inv(hm @ p @ hm.T + r)  # (2, 2, 2)
+        k = p @ hm.T @ s_inv  # (2, 3, 2)
+        gains[n] = k
+        p = (eye - k @ hm) @ p
+        p = 0.5 * (p + np.swapaxes(p, 1, 2))
+        p_after[n] = p
+    var = np.zeros((n_hist, horizon_steps, 2))
+    p = p_after
+    for j in range(horizon_steps):
+        p = f @ p @ f.T + q
+        var[:, j] = p[..., 0, 0]
+    for a in (f, gains, var):
+        a.setflags(write=False)
+    return f, gains, var
+
+
 @dataclass(frozen=True)
 class KalmanFilter:
     """A Kalman filter on the Singer manoeuvring-target model, run over each target's
@@ -254,33 +289,11 @@ class KalmanFilter:
     def _tables(self, dt_s: float, n_hist: int, horizon_steps: int):
         """Gains (n_hist, 2, 3, 2) by steps since initialisation, and predicted position
         variances (n_hist, F, 2) by contiguous run length - 1. Covariances do not depend on
-        the measurements, so each is computed once per call, not per sample."""
-        f, q_lon = singer_matrices(dt_s, self.tau_s, self.sigma_lon_mps2)
-        _, q_lat = singer_matrices(dt_s, self.tau_s, self.sigma_lat_mps2)
-        q = np.stack([q_lon, q_lat])  # (2, 3, 3)
-        r = np.diag([self.sigma_pos_m ** 2, self.sigma_vel_mps ** 2])
-        hm = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-        p = np.zeros((2, 3, 3))
-        for ax, sig_a in enumerate((self.sigma_lon_mps2, self.sigma_lat_mps2)):
-            p[ax] = np.diag([self.sigma_pos_m ** 2, self.sigma_vel_mps ** 2, sig_a ** 2])
-        gains = np.zeros((n_hist, 2, 3, 2))
-        p_after = np.zeros((n_hist, 2, 3, 3))
-        p_after[0] = p
-        eye = np.eye(3)
-        for n in range(1, n_hist):
-            p = f @ p @ f.T + q
-            s_inv = np.linalg.inv(hm @ p @ hm.T + r)  # (2, 2, 2)
-            k = p @ hm.T @ s_inv  # (2, 3, 2)
-            gains[n] = k
-            p = (eye - k @ hm) @ p
-            p = 0.5 * (p + np.swapaxes(p, 1, 2))
-            p_after[n] = p
-        var = np.zeros((n_hist, horizon_steps, 2))
-        p = p_after
-        for j in range(horizon_steps):
-            p = f @ p @ f.T + q
-            var[:, j] = p[..., 0, 0]
-        return f, gains, var
+        the measurements, so they are computed once per (parameters, dt, lengths) and cached
+        (read-only arrays): a closed loop asks for the same tables every step."""
+        return _kalman_tables(self.sigma_lon_mps2, self.sigma_lat_mps2, self.tau_s,
+                              self.sigma_pos_m, self.sigma_vel_mps, float(dt_s), int(n_hist),
+                              int(horizon_steps))
 
     def predict(self, history: History, horizon_steps: int) -> Prediction:
         _check(history, horizon_steps)
