@@ -919,7 +919,8 @@ def add_benchmark_predict_parser(bsub) -> None:
     s = bsub.add_parser("predict", help="forecast accuracy on track files and NGSIM files "
                                         "(docs/forecast_benchmark.md)")
     s.add_argument("--data", nargs="+", required=True, metavar="SRC",
-                   help="track files (.npz) and NGSIM CSV files (.csv, .csv.gz)")
+                   help="track files (.npz), NGSIM CSV files (.csv, .csv.gz), or 'sim': "
+                        "the scenario suite's episodes, simulated now")
     s.add_argument("--predictors", default="cv,ca,ctrv,kalman,cv_multi",
                    help=f"comma-separated names (available: {', '.join(predictor_names())}; "
                         f"default cv,ca,ctrv,kalman,cv_multi)")
