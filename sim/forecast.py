@@ -248,22 +248,6 @@ def _nearest_brute(target_xy: np.ndarray, cand_xy: np.ndarray, self_index: np.nd
         far = ~np.isfinite(np.take_along_axis(d2, idx, 1))
         out[lo:hi, :take] = np.where(far, -1, idx)
     return out
-    take = min(m, n)
-    for lo in range(0, s, chunk):
-        hi = min(s, lo + chunk)
-        d2 = ((target_xy[lo:hi, None, :] - cand_xy[None, :, :]) ** 2).sum(-1)
-        own = self_index[lo:hi]
-        rows = np.flatnonzero(own >= 0)
-        d2[rows, own[rows]] = np.inf
-        if take < n:
-            part = np.argpartition(d2, take - 1, axis=1)[:, :take]
-        else:
-            part = np.broadcast_to(np.arange(n), (hi - lo, n))
-        order = np.argsort(np.take_along_axis(d2, part, 1), axis=1, kind="stable")
-        idx = np.take_along_axis(part, order, 1)
-        far = ~np.isfinite(np.take_along_axis(d2, idx, 1))
-        out[lo:hi, :take] = np.where(far, -1, idx)
-    return out
 
 
 class HistoryBuffer:
