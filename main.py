@@ -35,6 +35,16 @@ def write_json(path: str, obj) -> None:
     write_text_atomic(Path(path), text)
 
 
+def write_results(args, result: dict, plot=None) -> None:
+    """A benchmark's outputs: the figure (plot(result, path)) with --plot, the JSON with
+    --json."""
+    if plot is not None and args.plot:
+        plot(result, args.plot)
+        say(args, f"plot: {args.plot}")
+    if args.json:
+        write_json(args.json, result)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -905,11 +915,7 @@ def cmd_benchmark_predict(args) -> int:
     result["protocol"]["wall_s"] = {"load": round(t_load, 2), "total": round(wall, 2)}
     say(args, format_table(result))
     say(args, f"loading {t_load:.1f} s, total {wall:.1f} s")
-    if args.plot:
-        plot_curves(result, args.plot)
-        say(args, f"plot: {args.plot}")
-    if args.json:
-        write_json(args.json, result)
+    write_results(args, result, plot_curves)
     return 0
 
 
@@ -1140,11 +1146,7 @@ def cmd_benchmark_safety(args) -> int:
     say(args, safety.format_table(result))
     say(args, f"{n_jobs} runs, {sum(e['duration_s'] for e in result['episodes']):.0f} s "
               f"simulated, wall {result['wall_s']:.1f} s with {result['workers']} worker(s)")
-    if args.plot:
-        safety.plot_cases(result, args.plot)
-        say(args, f"plot: {args.plot}")
-    if args.json:
-        write_json(args.json, result)
+    write_results(args, result, safety.plot_cases)
     return 0
 
 
