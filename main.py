@@ -345,8 +345,6 @@ def cmd_run_replay(args) -> int:
                         ("--seed", args.seed)):
         if value is not None:
             raise InputError(f"run {flag}: not for a log replay (the recording fixes it)")
-    if getattr(args, "avoidance", None) not in (None, "none"):
-        raise InputError("run --avoidance: not for a log replay yet (its ego drives with IDM)")
     window = not (args.headless or args.frames_dir or args.gif)
     if window:
         _open_window("run")
@@ -366,8 +364,9 @@ def cmd_run_replay(args) -> int:
         n_steps = min(n_steps, int(round(args.duration / dt)))
     bar = _progress_bar(n_steps, "replaying", not args.quiet)
     t0 = time.perf_counter()
+    layer = replay_safety_layer(args, tracks, spec)
     try:
-        res = replay(tracks, spec, progress=lambda i, n: bar.update(1))
+        res = replay(tracks, spec, hook=layer, progress=lambda i, n: bar.update(1))
     except ReplayError as exc:
         raise InputError(f"{what}: {exc}") from None
     finally:
@@ -408,6 +407,13 @@ def cmd_run_replay(args) -> int:
                                               "recorded agents ignore the ego)"))
     say(args, f"  reactive agents switched to IDM: {len(res.switched)}; overlaps between "
               f"recorded agents (data): {res.data_collisions}")
+    if res.ego_collisions:
+        say(args, f"  ego collisions: {res.ego_front_collisions} into a vehicle ahead, "
+                  f"{res.ego_collisions - res.ego_front_collisions} hit from behind or the "
+                  f"side")
+    summary["ego_front_collisions"] = res.ego_front_collisions
+    if layer is not None:
+        summary["avoidance"] = replay_avoidance_summary(args, layer)
     if args.record:
         say(args, f"  track file: {args.record}")
     if window or args.frames_dir or args.gif:
@@ -415,6 +421,61 @@ def cmd_run_replay(args) -> int:
     if args.json:
         write_json(args.json, summary)
     return 0
+
+
+def replay_safety_layer(args, tracks, spec):
+    """The replay ego's SafetyLayer (--avoidance, `oracle` included), or None. Its ego keeps
+    its lane in a replay, so the layer's evasive lane changes are off."""
+    if args.avoidance is None:
+        return None
+    what = "run --avoidance"
+    if not spec.has_ego:
+        raise InputError(f"{what}: a log replay needs an ego (--ego-agent or --ego-lane with "
+                         f"--ego-station)")
+    modes = parse_modes(args.avoidance, what, replay=True)
+    if len(modes) != 1:
+        raise InputError(f"{what}: one mode")
+    mode = modes[0]
+    import dataclasses
+
+    from predictor.registry import make_predictor
+    from sim.avoidance import BUILTIN_MODES, SafetyLayer
+    from sim.replay import RecordedFuture, substep_s
+
+    dt = substep_s(tracks)
+    predictor = None
+    if mode == "oracle":
+        predictor = RecordedFuture(tracks, dt)
+    elif mode not in BUILTIN_MODES:
+        try:
+            predictor = make_predictor(mode, checkpoint=args.checkpoint, k=args.k)
+        except ValueError as exc:
+            raise InputError(f"{what} {mode}: {exc}") from None
+    params = dataclasses.replace(avoidance_params(args, "run"), lane_changes=False)
+    try:
+        return SafetyLayer(mode, params, predictor, dt, keep_plans=10**7, draw_plans=False)
+    except ValueError as exc:
+        raise InputError(f"{what} {mode}: {exc}") from None
+
+
+def replay_avoidance_summary(args, layer) -> dict:
+    """What the replay ego's safety layer did: interventions, its hardest command, hard
+    brakes (applied deceleration reaching 4 m/s^2, as benchmark safety counts them)."""
+    import numpy as np
+
+    from sim.safety import SafetySettings, hard_brake_onsets
+
+    plans = list(layer.plans.values())
+    applied = np.array([p.applied_mps2 for p in plans])
+    limit = SafetySettings().hard_brake_mps2
+    out = {"mode": layer.mode, "steps": len(plans),
+           "intervention_steps": sum(1 for p in plans if p.intervening),
+           "min_command_mps2": round(min((p.command_mps2 for p in plans), default=0.0), 3),
+           "hard_brakes": int(len(hard_brake_onsets(applied, limit)))}
+    say(args, f"  avoidance {layer.mode}: intervened in {out['intervention_steps']} of "
+              f"{out['steps']} steps, hardest command {out['min_command_mps2']:.1f} m/s2, hard "
+              f"brakes {out['hard_brakes']}")
+    return out
 
 
 def _show_replay(args, tracks, window: bool) -> dict:
@@ -982,17 +1043,18 @@ def avoidance_modes() -> list[str]:
     return list(BUILTIN_MODES) + predictor_names()
 
 
-def parse_modes(text: str, what: str) -> list[str]:
-    """'none,reactive,cv' -> names; InputError for unknown, repeated or empty names."""
-    valid = avoidance_modes()
+def parse_modes(text: str, what: str, replay: bool = False) -> list[str]:
+    """'none,reactive,cv' -> names; InputError for unknown, repeated or empty names. `oracle`
+    (the recorded future) only in a log replay."""
+    valid = avoidance_modes() + (["oracle"] if replay else [])
     names = [n.strip() for n in text.split(",")]
     if not text.strip() or any(not n for n in names):
         raise InputError(f"{what}: expected comma-separated modes, got {text!r} (valid: "
                          f"{', '.join(valid)})")
     for n in names:
-        if n == "oracle":
-            raise InputError(f"{what}: mode 'oracle' (the recorded future) needs log replay, "
-                             f"which the safety layer does not support yet (valid: "
+        if n == "oracle" and not replay:
+            raise InputError(f"{what}: mode 'oracle' (the recorded future) is for a log "
+                             f"replay: run --scenario FILE.npz (valid here: "
                              f"{', '.join(valid)})")
         if n not in valid:
             raise InputError(f"{what}: unknown avoidance mode {n!r} (valid: {', '.join(valid)})")
@@ -1109,21 +1171,28 @@ def cmd_benchmark_safety(args) -> int:
     from sim import safety
 
     what = "benchmark safety"
-    modes = parse_modes(args.avoidance, f"{what} --avoidance")
+    recordings = None
+    if is_recording(args.suite):
+        specs, recordings = replay_suite(args, what)
+    elif args.egos is not None or args.reactive:
+        raise InputError(f"{what} --egos/--reactive: for a recording (--suite FILE.npz or an "
+                         f"NGSIM file)")
+    modes = parse_modes(args.avoidance, f"{what} --avoidance", replay=recordings is not None)
     params = avoidance_params(args, what)
     try:
         settings = safety.SafetySettings(test_track_end=not args.full_episodes)
-        specs = episodes(args.suite, repeats=args.seeds, duration_s=args.duration)
+        if recordings is None:
+            specs = episodes(args.suite, repeats=args.seeds, duration_s=args.duration)
     except ScenarioError as exc:
         raise InputError(f"{what} --suite: {exc}" if str(exc).startswith("unknown")
                          else str(exc)) from None
     except ValueError as exc:
         raise InputError(f"{what}: {exc}") from None
-    no_ego = sorted({s.name for s in specs if s.ego is None})
+    no_ego = sorted({s.name for s in specs if getattr(s, "ego", True) is None})
     if no_ego:
         raise InputError(f"{what} --suite {args.suite}: scenarios without an ego: "
                          f"{', '.join(no_ego)}")
-    _check_predictors(modes, args.checkpoint, args.k, what)
+    _check_predictors([m for m in modes if m != "oracle"], args.checkpoint, args.k, what)
     workers = args.workers or os.cpu_count() or 1
     factory = functools.partial(make_predictor, checkpoint=args.checkpoint, k=args.k)
     n_jobs = len(specs) * len(modes)
@@ -1139,10 +1208,12 @@ def cmd_benchmark_safety(args) -> int:
         result = safety.benchmark(specs, modes, factory, params, settings, workers,
                                   by_case=args.by == "case",
                                   progress=lambda done, total: bar.update(done - bar.n),
-                                  start_method="spawn" if "torch" in sys.modules else None)
+                                  start_method="spawn" if "torch" in sys.modules else None,
+                                  recordings=recordings)
     finally:
         bar.close()
-    result = {"suite": args.suite, "modes": modes, "seeds": args.seeds, **result}
+    result = {"suite": args.suite, "modes": modes,
+              "seeds": None if recordings else args.seeds, **result}
     say(args, safety.format_table(result))
     say(args, f"{n_jobs} runs, {sum(e['duration_s'] for e in result['episodes']):.0f} s "
               f"simulated, wall {result['wall_s']:.1f} s with {result['workers']} worker(s)")
@@ -1150,12 +1221,30 @@ def cmd_benchmark_safety(args) -> int:
     return 0
 
 
+def replay_suite(args, what: str):
+    """--suite FILE.npz|NGSIM: (ReplayEpisode list, {name: Tracks}) of --egos agents."""
+    from sim import safety
+
+    if args.seeds != 1 or args.duration is not None or args.full_episodes:
+        raise InputError(f"{what} --seeds/--duration/--full-episodes: not for a recording "
+                         f"(--egos picks its episodes)")
+    tracks = load_recording(args.suite, f"{what} --suite {args.suite}",
+                            progress=not args.quiet)
+    name = Path(args.suite).name
+    specs = safety.replay_episodes(tracks, name, args.egos or 50, reactive=args.reactive)
+    if not specs:
+        raise InputError(f"{what} --suite {args.suite}: no agent is recorded for the 12 s "
+                         f"an episode needs")
+    return specs, {name: tracks}
+
+
 def add_benchmark_safety_parser(bsub) -> None:
     s = bsub.add_parser("safety", help="closed-loop collision avoidance over a scenario suite "
                                        "(docs/safety.md)")
-    s.add_argument("--suite", default="ncap", metavar="NAME|FILE.toml",
-                   help="a group (ncap, highway, all), a shipped scenario or a scenario file "
-                        "(default ncap)")
+    s.add_argument("--suite", default="ncap", metavar="NAME|FILE",
+                   help="a group (ncap, highway, all), a shipped scenario, a scenario file, or "
+                        "a recording to replay (a track file or an NGSIM file; modes may "
+                        "include oracle, the recorded future) (default ncap)")
     add_avoidance_args(s, "comma-separated modes: none, reactive and predictor names "
                           "(default none,reactive,cv,kalman)")
     s.set_defaults(avoidance="none,reactive,cv,kalman")
@@ -1170,6 +1259,12 @@ def add_benchmark_safety_parser(bsub) -> None:
                    help="checkpoint for learned predictors (e.g. rnn: sim, ngsim or a file)")
     s.add_argument("--k", type=positive_int, default=6,
                    help="modes of a multimodal predictor (default 6)")
+    s.add_argument("--egos", type=positive_int, metavar="N",
+                   help="a recording (--suite FILE.npz or an NGSIM file): replay it with the "
+                        "ego replacing N recorded agents, one episode each (default 50)")
+    s.add_argument("--reactive", action="store_true",
+                   help="a recording: recorded agents that would run into the ego switch to "
+                        "IDM (default: they follow their tracks)")
     s.add_argument("--full-episodes", action="store_true",
                    help="run test-track episodes to their end instead of ending them as Euro "
                         "NCAP does (at a standstill or once no longer closing in)")

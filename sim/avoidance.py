@@ -282,7 +282,8 @@ class Candidates:
         return _path_points(road, lane, self.s[i], self.d[i], self.turn)[0]
 
 
-def lane_change_targets(st: TrafficState, road: Road, params: AvoidanceParams) -> dict:
+def lane_change_targets(st: TrafficState, road: Road, params: AvoidanceParams,
+                        ego: int = EGO) -> dict:
     """{LEFT: lane, RIGHT: lane} the ego may swerve into now: not while changing lanes, not
     into a lane that ends or that ends before the manoeuvre would be done, and only into a
     gap (gap acceptance on current states, as a driver checks the mirror): no vehicle in or
@@ -290,15 +291,15 @@ def lane_change_targets(st: TrafficState, road: Road, params: AvoidanceParams) -
     (follower_reaction_s, follower_brake_mps2), nor closer ahead than the ego's own safe
     distance to it."""
     out = {}
-    if not params.lane_changes or st.lane_from[EGO] >= 0 or st.lane[EGO] < 0:
+    if not params.lane_changes or st.lane_from[ego] >= 0 or st.lane[ego] < 0:
         return out
-    v_e = float(st.speed[EGO])
+    v_e = float(st.speed[ego])
     if v_e < params.min_lane_change_speed_mps:
         return out
-    lane, station = int(st.lane[EGO]), float(st.station[EGO])
+    lane, station = int(st.lane[ego]), float(st.station[ego])
     finish = station + v_e * params.lane_change_s
     others = np.flatnonzero(st.active)
-    others = others[others != EGO]
+    others = others[others != ego]
     react_s = (params.actuation_delay_s + 0.5 * params.max_brake_mps2 / params.jerk_limit_mps3
                + 0.1)
     for side, links in ((LEFT, road.left), (RIGHT, road.right)):
@@ -306,11 +307,11 @@ def lane_change_targets(st: TrafficState, road: Road, params: AvoidanceParams) -
         if tgt < 0 or road.end_kind[tgt] == LANE_DEAD_END:
             continue
         lo, hi = road.station_range_m[tgt]
-        if not (lo + st.length[EGO] <= station and finish <= hi):
+        if not (lo + st.length[ego] <= station and finish <= hi):
             continue
         there = others[(st.lane[others] == tgt) | (st.lane_from[others] == tgt)]
         gap = (np.abs(st.station[there] - station)
-               - 0.5 * (st.length[there] + st.length[EGO]))
+               - 0.5 * (st.length[there] + st.length[ego]))
         v = st.speed[there]
         behind = st.station[there] < station
         need = np.where(
@@ -326,7 +327,7 @@ def lane_change_targets(st: TrafficState, road: Road, params: AvoidanceParams) -
 
 def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actuator,
                     params: AvoidanceParams, dt_s: float, full: bool,
-                    lateral_gain_1ps: float = 1.5) -> Candidates:
+                    lateral_gain_1ps: float = 1.5, ego: int = EGO) -> Candidates:
     """The nominal plan (and, when `full`, the others) rolled out over the horizon.
 
     Keep-lane plans hold an acceleration command below the nominal one (the layer only ever
@@ -338,14 +339,14 @@ def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actu
     """
     f = params.steps(params.horizon_s, dt_s)
     a_nom = min(max(nominal_mps2, -params.max_brake_mps2), params.max_accel_mps2)
-    accel, side, lane = [a_nom], [KEEP], [int(st.lane[EGO])]
+    accel, side, lane = [a_nom], [KEEP], [int(st.lane[ego])]
     if full:
         for a in params.keep_lane_accels_mps2:
             if a < a_nom - 1e-6:
                 accel.append(a)
                 side.append(KEEP)
-                lane.append(int(st.lane[EGO]))
-        for s_, tgt in lane_change_targets(st, road, params).items():
+                lane.append(int(st.lane[ego]))
+        for s_, tgt in lane_change_targets(st, road, params, ego).items():
             for a in params.lane_change_accels_mps2:
                 accel.append(a)
                 side.append(s_)
@@ -358,32 +359,32 @@ def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actu
     if hold < f and np.any(accel > 0):  # a driver accelerates only for a while
         u[:, hold:] = np.where((accel > 0)[:, None], np.minimum(u[:, hold:], 0.0),
                                u[:, hold:])
-    v, dist = speed_profile(float(st.speed[EGO]), u, dt_s)
+    v, dist = speed_profile(float(st.speed[ego]), u, dt_s)
     t = dt_s * np.arange(1, f + 1)
     # lateral offset from each plan's lane centre over time (C, F)
-    x0, y0 = np.full(len(lane), st.x[EGO]), np.full(len(lane), st.y[EGO])
-    s0, d0 = _frenet(road, lane, float(st.station[EGO]), x0, y0)
+    x0, y0 = np.full(len(lane), st.x[ego]), np.full(len(lane), st.y[ego])
+    s0, d0 = _frenet(road, lane, float(st.station[ego]), x0, y0)
     decay = np.exp(-lateral_gain_1ps * t)  # lane keeping pulls an offset back
-    if st.lane_from[EGO] >= 0:  # an ongoing change: its profile (slower below 6 m/s)
-        dur = max(float(st.lc_duration_s[EGO]), 1e-6)
-        prog = min(float(st.speed[EGO]) / 6.0, 1.0)
-        elapsed = float(st.lc_elapsed_s[EGO])
-        profile = float(st.lc_d0_m[EGO]) * (1.0 - behavior.minimum_jerk(
+    if st.lane_from[ego] >= 0:  # an ongoing change: its profile (slower below 6 m/s)
+        dur = max(float(st.lc_duration_s[ego]), 1e-6)
+        prog = min(float(st.speed[ego]) / 6.0, 1.0)
+        elapsed = float(st.lc_elapsed_s[ego])
+        profile = float(st.lc_d0_m[ego]) * (1.0 - behavior.minimum_jerk(
             np.append(elapsed, elapsed + t * prog) / dur)[0])
-        d_keep = profile[1:] + (float(st.d[EGO]) - profile[0]) * decay
+        d_keep = profile[1:] + (float(st.d[ego]) - profile[0]) * decay
     else:
-        d_keep = float(st.d[EGO]) * decay
+        d_keep = float(st.d[ego]) * decay
     blend, _ = behavior.minimum_jerk(t / params.lane_change_s)
     d = np.where((side == KEEP)[:, None], d_keep[None, :], d0[:, None] * (1.0 - blend)[None, :])
     s = s0[:, None] + dist
     dd = np.diff(np.concatenate([d0[:, None], d], axis=1), axis=1) / dt_s
     rel_heading = np.arctan(dd / np.maximum(v[:, 1:], 1.0))
-    stop = fallback_stop_m(act, accel, float(st.speed[EGO]), params, dt_s)
+    stop = fallback_stop_m(act, accel, float(st.speed[ego]), params, dt_s)
     return Candidates(accel, side, lane, u, s, d, rel_heading, v[:, 1:], dist, stop,
                       float(s0[0]), float(d0[0]),
-                      float(behavior.wrap_angle(np.array([st.heading[EGO]
-                                                          - st.lane_heading[EGO]]))[0]),
-                      int(st.turn[EGO]))
+                      float(behavior.wrap_angle(np.array([st.heading[ego]
+                                                          - st.lane_heading[ego]]))[0]),
+                      int(st.turn[ego]))
 
 
 def _frenet(road: Road, lane: np.ndarray, station_m: float, x: np.ndarray, y: np.ndarray):
@@ -762,20 +763,21 @@ def choose(sc: Scores, cost: np.ndarray, cand: Candidates, releasing: bool,
 
 
 def in_path_target(st: TrafficState, road: Road, rows: np.ndarray, x: np.ndarray,
-                   y: np.ndarray, vx: np.ndarray, vy: np.ndarray, lat_margin_m: float):
+                   y: np.ndarray, vx: np.ndarray, vy: np.ndarray, lat_margin_m: float,
+                   ego: int = EGO):
     """The nearest vehicle ahead whose footprint overlaps the ego's path laterally now: the
     ego's lane at its current offset (its target lane during a lane change). rows (A,) with
     their (perceived) positions and velocities. Returns (index into rows or -1, bumper gap m,
     speed along the lane m/s) and the (A,) gaps and in-path mask."""
-    if len(rows) == 0 or st.lane[EGO] < 0:
+    if len(rows) == 0 or st.lane[ego] < 0:
         return -1, math.inf, 0.0, np.empty(0), np.empty(0, bool)
-    lane = np.full(len(rows), int(st.lane[EGO]))
+    lane = np.full(len(rows), int(st.lane[ego]))
     s_a, d_a = _frenet_rows(road, lane, st, rows, x, y)
     _, _, h, _, _ = road.pose_at(lane, s_a)
     v_along = vx * np.cos(h) + vy * np.sin(h)
-    gap = s_a - st.s[EGO] - 0.5 * (st.length[rows] + st.length[EGO])
-    half = 0.5 * (st.width[rows] + st.width[EGO]) + lat_margin_m
-    path = (np.abs(d_a - st.d[EGO]) < half) & (s_a > st.s[EGO])
+    gap = s_a - st.s[ego] - 0.5 * (st.length[rows] + st.length[ego])
+    half = 0.5 * (st.width[rows] + st.width[ego]) + lat_margin_m
+    path = (np.abs(d_a - st.d[ego]) < half) & (s_a > st.s[ego])
     if not path.any():
         return -1, math.inf, 0.0, gap, path
     i = int(np.flatnonzero(path)[np.argmin(gap[path])])
@@ -945,18 +947,21 @@ class SafetyLayer:
         self.last_step = -1
         self.last_plan: Plan | None = None
         self.plans: dict[int, Plan] = {}
+        self.ego = EGO
 
     # the hook
     def __call__(self, st: TrafficState, world, index, accel: np.ndarray) -> Override | None:
         if st.step <= self.last_step:
             self.reset()
         self.last_step = st.step
-        if not (st.active[EGO] and st.ids[EGO] == 0):
+        # the ego's row and id: row 0, id 0 in a simulated world; a log replay says which
+        self.ego = int(getattr(world, "ego_row", EGO))
+        if not (st.active[self.ego] and st.ids[self.ego] == getattr(world, "ego_id", 0)):
             return None
         p, dt = self.params, self.dt_s
-        nominal = float(accel[EGO])
+        nominal = float(accel[self.ego])
         if self.actuator is None:
-            self.actuator = Actuator.idle(p, dt, min(max(float(st.accel[EGO]),
+            self.actuator = Actuator.idle(p, dt, min(max(float(st.accel[self.ego]),
                                                          -p.max_brake_mps2), p.max_accel_mps2))
         if self.last_command is None:
             self.last_command = nominal
@@ -980,7 +985,8 @@ class SafetyLayer:
             lc = plan.lane_change
         else:
             lc = NO_LANE_CHANGE if plan.intervening else KEEP_CHOICE
-        return Override(rows=np.array([EGO]), accel_mps2=np.array([self.actuator.applied_mps2]),
+        return Override(rows=np.array([self.ego]),
+                        accel_mps2=np.array([self.actuator.applied_mps2]),
                         lane_change=np.array([lc]),
                         lane_change_s=np.array([p.lane_change_s if lc >= 0 else np.nan]))
 
@@ -1007,7 +1013,7 @@ class SafetyLayer:
         if p.sensor_noise_pos_m > 0 or p.sensor_noise_vel_mps > 0:
             n = len(st.x)
             z = self._noise.standard_normal((4, n))
-            z[:, EGO] = 0.0  # the ego knows itself
+            z[:, self.ego] = 0.0  # the ego knows itself
             snap.x = st.x + p.sensor_noise_pos_m * z[0]
             snap.y = st.y + p.sensor_noise_pos_m * z[1]
             snap.vx = st.vx + p.sensor_noise_vel_mps * z[2]
@@ -1022,9 +1028,9 @@ class SafetyLayer:
         """Rows perceived now (as of the latency), present now, within sensing range."""
         same = seen.active & st.active[:len(seen.active)] & (st.ids[:len(seen.active)]
                                                               == seen.ids[:len(seen.active)])
-        same[EGO] = False
+        same[self.ego] = False
         rows = np.flatnonzero(same)
-        near = np.hypot(seen.x[rows] - st.x[EGO], seen.y[rows] - st.y[EGO])
+        near = np.hypot(seen.x[rows] - st.x[self.ego], seen.y[rows] - st.y[self.ego])
         return rows[near <= self.params.sensing_range_m]
 
     # modes
@@ -1035,9 +1041,10 @@ class SafetyLayer:
         p = self.params
         rows = self._agents(st, seen)
         i, gap, v_lead, _, _ = in_path_target(st, road, rows, seen.x[rows], seen.y[rows],
-                                              seen.vx[rows], seen.vy[rows], p.aeb_lat_margin_m)
+                                              seen.vx[rows], seen.vy[rows], p.aeb_lat_margin_m,
+                                              ego=self.ego)
         a_lead = float(seen.accel[rows[i]]) if i >= 0 else 0.0
-        decel, self.aeb_braking, ttc = reactive_command(gap, float(st.speed[EGO]), v_lead,
+        decel, self.aeb_braking, ttc = reactive_command(gap, float(st.speed[self.ego]), v_lead,
                                                         a_lead, self.aeb_braking, p)
         target = int(st.ids[rows[i]]) if i >= 0 else -1
         if decel is None or -decel >= nominal:
@@ -1082,8 +1089,8 @@ class SafetyLayer:
         lag = self.latency_steps
         xy, sig, heading = xy[:, :, lag:], sig[:, :, lag:], heading[:, :, lag:]
         # agents not entirely ahead of the ego now (along the road)
-        ahead_m = np.asarray(seen.station, float)[rows] - st.station[EGO]
-        alongside = ahead_m < 0.5 * (st.length[rows] + st.length[EGO])
+        ahead_m = np.asarray(seen.station, float)[rows] - st.station[self.ego]
+        alongside = ahead_m < 0.5 * (st.length[rows] + st.length[self.ego])
         return Forecast(xy=xy, heading=heading, sigma=sig, prob=pred.prob,
                         length=np.asarray(st.length[rows], float),
                         width=np.asarray(st.width[rows], float),
@@ -1098,15 +1105,15 @@ class SafetyLayer:
         p, dt = self.params, self.dt_s
         rows = self._agents(st, seen)
         act = self.actuator
-        length, width = float(st.length[EGO]), float(st.width[EGO])
+        length, width = float(st.length[self.ego]), float(st.width[self.ego])
         if len(rows) == 0:
-            cand = plan_candidates(st, road, nominal, act, p, dt, full=False)
+            cand = plan_candidates(st, road, nominal, act, p, dt, full=False, ego=self.ego)
             return Plan(st.t_s, st.step, self.mode, "nominal", nominal, nominal, nominal,
                         plan_xy=self._xy(cand, road, 0))
         fc = self.forecast(st, seen, rows, road)
         nom = None
         if not self.intervening:  # the nominal plan alone first: the usual case
-            cand = plan_candidates(st, road, nominal, act, p, dt, full=False)
+            cand = plan_candidates(st, road, nominal, act, p, dt, full=False, ego=self.ego)
             sc = score_plans(cand, fc, road, length, width, p, dt)
             nom = (_severity(sc, p), fc.ids)
             lim, lim_m, lim_c = limits(p, False)
@@ -1118,11 +1125,11 @@ class SafetyLayer:
                             p_plan=float(sc.p_collision[0]), min_ttc_s=float(sc.min_ttc_s[0]),
                             plan_xy=self._xy(cand, road, 0),
                             threat_ids=_threats(*nom))
-        cand = plan_candidates(st, road, nominal, act, p, dt, full=True)
+        cand = plan_candidates(st, road, nominal, act, p, dt, full=True, ego=self.ego)
         sc = score_plans(cand, fc, road, length, width, p, dt)
         if nom is None:
             nom = (_severity(sc, p), fc.ids)
-        cost = plan_costs(cand, sc, self.last_command, float(st.v0_mps[EGO]), p, dt)
+        cost = plan_costs(cand, sc, self.last_command, float(st.v0_mps[self.ego]), p, dt)
         best, kind = choose(sc, cost, cand, self.intervening, p)
         a = float(cand.accel_mps2[best])
         side = int(cand.side[best])

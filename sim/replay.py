@@ -122,6 +122,12 @@ class ReplayResult:
     ego_min_gap_m: float = float("inf")  # smallest bumper gap to its leader while driving
     road_fitted: bool = False
     steps: int = 0
+    # of ego_collisions, those where the ego ran into a vehicle ahead of it (`_ran_into`);
+    # the others hit the ego from behind or merged into its side
+    ego_front_collisions: int = 0
+    # each ego collision: t_s, partner_id, ran_into, ego_speed_mps and rel_speed_mps (on
+    # the frame before the contact)
+    ego_contacts: list[dict] = field(default_factory=list)
 
 
 # ---- a road for roadless recordings ------------------------------------------------------
@@ -304,6 +310,8 @@ class _Replay:
         self.collided = np.zeros((cap, n_t), bool)
         self.switched: dict[int, float] = {}
         self.ego_collisions = self.sim_collisions = self.data_collisions = 0
+        self.ego_front_collisions = 0
+        self.ego_contacts: list[dict] = []
         self.ego_dist = 0.0
         self.ego_speed_sum = 0.0
         self.ego_steps = 0
@@ -314,8 +322,10 @@ class _Replay:
             self.out_lane[:n] = tracks.lane
         self.prev_pairs: set[tuple[int, int]] = set()
         # what a control hook sees as `world`
-        self.world_view = SimpleNamespace(road=road, dt_s=self.dt / self.n_sub,
-                                          junction=self.junction, spec=None)
+        self.world_view = SimpleNamespace(
+            road=road, dt_s=self.dt / self.n_sub, junction=self.junction, spec=None,
+            ego_row=max(self.ego_row, 0), ego_id=int(st.ids[self.ego_row])
+            if self.ego_row >= 0 else -1)
 
     # ---- setup -----------------------------------------------------------------------
 
@@ -545,7 +555,10 @@ class _Replay:
             full = np.zeros(self.cap)
             full[sim_rows] = accel
             index = behavior.build_lane_index(*self._lanes_for_index())
-            ov = self.hook(st, self.world_view, index, full)
+            self._recorded_motion(k, sub / self.n_sub, rows)
+            seen = st.evolve(t_s=float(self.tr.t[k] - self.tr.t[0]) + sub * h_s,
+                             step=k * self.n_sub + sub)
+            ov = self.hook(seen, self.world_view, index, full)
             if ov is not None:
                 a = np.asarray(ov.accel_mps2, float)
                 mine = self.mode[ov.rows] == 1
@@ -576,6 +589,21 @@ class _Replay:
                 self._refresh_frenet(moves, rest)
             self.mode[leaves] = 2
             st.active[leaves] = False
+
+    def _recorded_motion(self, k: int, frac: float, rows: np.ndarray) -> None:
+        """Velocity (interpolated like the pose) and acceleration (the recorded speed's change
+        over the frame) of the recorded rows, for a control hook: the simulation itself does
+        not use them."""
+        tr, st = self.tr, self.st
+        k1 = min(k + 1, tr.n_steps - 1)
+        vx, vy = tr.vx[rows, k].astype(float), tr.vy[rows, k].astype(float)
+        nxt = self.present[rows, k1] & (k1 > k)
+        if frac > 0.0:
+            vx = np.where(nxt, vx + frac * (tr.vx[rows, k1] - vx), vx)
+            vy = np.where(nxt, vy + frac * (tr.vy[rows, k1] - vy), vy)
+        st.vx[rows], st.vy[rows] = vx, vy
+        st.accel[rows] = np.where(nxt, (self.speed[rows, k1] - self.speed[rows, k]) / self.dt,
+                                  0.0)
 
     def _lanes_for_index(self):
         """Lanes and stations of every present row (recorded rows located on the road)."""
@@ -762,11 +790,43 @@ class _Replay:
         for i, jj in pairs - self.prev_pairs:
             if self.ego_row in (i, jj) and self.mode[self.ego_row] == 1:
                 self.ego_collisions += 1
+                o = jj if i == self.ego_row else i
+                ran_into = self._ran_into(o, k)
+                self.ego_front_collisions += int(ran_into)
+                self.ego_contacts.append(self._contact(o, k, ran_into))
             elif self.mode[i] != 0 or self.mode[jj] != 0:
                 self.sim_collisions += 1
             else:
                 self.data_collisions += 1
         self.prev_pairs = pairs
+
+    def _ran_into(self, other: int, k: int) -> bool:
+        """Whether the ego ran into `other` (their contact at frame k): on the frame before,
+        the other was ahead of the ego along its heading and the gap that closed was the
+        longitudinal one (the lateral one for a vehicle merging into the ego's side)."""
+        out, e = self.out, self.ego_row
+        j = k - 1 if k > 0 and np.isfinite(out["x"][[e, other], k - 1]).all() else k
+        h = float(out["heading"][e, j])
+        dx, dy = out["x"][other, j] - out["x"][e, j], out["y"][other, j] - out["y"][e, j]
+        lon = dx * math.cos(h) + dy * math.sin(h)
+        lat = -dx * math.sin(h) + dy * math.cos(h)
+        length = self.st.length if other >= self.tr.n_agents else self.tr.length
+        width = self.st.width if other >= self.tr.n_agents else self.tr.width
+        lon_gap = abs(lon) - 0.5 * (self.st.length[e] + float(length[other]))
+        lat_gap = abs(lat) - 0.5 * (self.st.width[e] + float(width[other]))
+        return bool(lon > 0.0 and lon_gap >= lat_gap)
+
+    def _contact(self, other: int, k: int, ran_into: bool) -> dict:
+        """A new ego collision at frame k: when, with whom, and the speeds on the frame
+        before it."""
+        out, e = self.out, self.ego_row
+        j = k - 1 if k > 0 and np.isfinite(out["x"][[e, other], k - 1]).all() else k
+        vx, vy = out["vx"][[e, other], j].astype(float), out["vy"][[e, other], j].astype(float)
+        ids = self.st.ids if other >= self.tr.n_agents else self.tr.ids
+        return {"t_s": round(float(self.tr.t[k] - self.tr.t[0]), 4),
+                "partner_id": int(ids[other]), "ran_into": ran_into,
+                "ego_speed_mps": float(math.hypot(vx[0], vy[0])),
+                "rel_speed_mps": float(math.hypot(vx[0] - vx[1], vy[0] - vy[1]))}
 
     # ---- the result ------------------------------------------------------------------
 
@@ -809,7 +869,78 @@ class _Replay:
             ego_id=int(ids[self.ego_row]) if self.ego_row >= 0 else None,
             ego_from_s=self.ego_from_s, ego_distance_m=self.ego_dist,
             ego_mean_speed_mps=mean_v, ego_min_gap_m=self.ego_min_gap, road_fitted=fitted,
-            steps=self.k_end)
+            steps=self.k_end, ego_front_collisions=self.ego_front_collisions,
+            ego_contacts=list(self.ego_contacts))
+
+
+def substep_s(tracks: Tracks) -> float:
+    """The replay's simulation step for a recording, s: its frame interval, split into
+    sub-steps of at most MAX_SUBSTEP_S (what a control hook's forecaster must work at)."""
+    dt = float(tracks.t[1] - tracks.t[0])
+    return dt / max(1, int(math.ceil(dt / MAX_SUBSTEP_S - 1e-9)))
+
+
+@dataclass
+class RecordedFuture:
+    """The `oracle` forecaster of log replay: each agent's recorded future (sim.forecast's
+    Predictor protocol, one mode, zero uncertainty).
+
+    Samples are found by agent id and prediction time (s from the recording's first time
+    stamp, as the replay's control hook sees it); positions are interpolated linearly
+    between frames. Past the agent's last recorded frame (it leaves the recording) it goes on
+    at its last recorded velocity. Agents a reactive replay switched to IDM are forecast by
+    the recorded future they no longer follow."""
+
+    tracks: Tracks
+    dt_s: float
+    name: str = "oracle"
+    history_steps: int = 0
+    n_neighbors: int = 0
+
+    def __post_init__(self) -> None:
+        self._row = {int(i): r for r, i in enumerate(self.tracks.ids)}
+        self._t = (self.tracks.t - self.tracks.t[0]).astype(float)
+        self._present = self.tracks.present
+
+    def predict(self, history, horizon_steps: int):
+        from sim.forecast import Prediction
+
+        tr, n = self.tracks, history.n_samples
+        rows = np.array([self._row.get(int(i), -1) for i in history.ids], np.int64)
+        if (rows < 0).any():
+            raise ValueError(f"oracle: agent {int(history.ids[rows < 0][0])} is not in the "
+                             f"recording")
+        t = history.t_s[:, None] + self.dt_s * np.arange(1, horizon_steps + 1)  # (S, F)
+        kf = np.interp(t, self._t, np.arange(len(self._t), dtype=float))
+        k0 = np.minimum(np.floor(kf).astype(np.int64), tr.n_steps - 1)
+        k1 = np.minimum(k0 + 1, tr.n_steps - 1)
+        w = kf - k0
+        r = rows[:, None]
+        both = self._present[r, k1]
+        ok = self._present[r, k0] & (both | (w < 1e-9)) & (t <= self._t[-1])
+        xy = np.full((n, horizon_steps, 2), np.nan)
+        for c, name in enumerate(("x", "y")):
+            a = getattr(tr, name).astype(float)
+            xy[..., c] = np.where(ok, a[r, k0] + w * np.where(both, a[r, k1] - a[r, k0], 0.0),
+                                  np.nan)
+        # after its last recorded frame: from its last recorded point at its velocity there
+        # (from now, at the velocity seen now, if the recording holds nothing ahead)
+        if not ok.all():
+            j = np.arange(horizon_steps)
+            last = np.maximum.accumulate(np.where(ok, j, -1), axis=1)  # (S, F)
+            has = last >= 0
+            lc = np.maximum(last, 0)
+            s_ = np.arange(n)[:, None]
+            kb = k0[s_, lc]
+            v = np.stack([tr.vx[r, kb], tr.vy[r, kb]], -1).astype(float)
+            base = xy[s_, lc]
+            tb = t[s_, lc]
+            v = np.where(has[..., None], v, np.nan_to_num(history.vxy[:, -1])[:, None])
+            base = np.where(has[..., None], base, history.xy[:, -1][:, None])
+            tb = np.where(has, tb, history.t_s[:, None])
+            xy = np.where(ok[..., None], xy, base + v * (t - tb)[..., None])
+        return Prediction(xy=xy[:, None], prob=np.ones((n, 1)),
+                          sigma_m=np.zeros((n, 1, horizon_steps, 2)))
 
 
 def _subset(st: TrafficState, rows: np.ndarray) -> TrafficState:

@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
@@ -64,7 +64,7 @@ class Job:
     """One episode in one mode; `index` orders the results."""
 
     index: int
-    spec: WorldSpec
+    spec: WorldSpec | ReplayEpisode
     mode: str
 
 
@@ -233,9 +233,9 @@ def run_episode(spec: WorldSpec, mode: str, predictor=None,
         if track_end and _resolved(st, i, v_lead):
             ended = "resolved"
             break
-    speed_a = np.asarray(speed)
-    acc = np.asarray(applied)
-    onsets = hard_brake_onsets(acc, settings.hard_brake_mps2)
+    out.update(ended=ended)
+    out.update(_ego_metrics(speed, applied, intervening, dt, settings, min_ttc, min_gap))
+    onsets = hard_brake_onsets(np.asarray(applied), settings.hard_brake_mps2)
     # a hard brake starts at most the actuation delay plus the brake build-up after the
     # command that caused it
     lag = (params.steps(params.actuation_delay_s, dt)
@@ -252,19 +252,165 @@ def run_episode(spec: WorldSpec, mode: str, predictor=None,
             fa_times.append(round((decided + 1) * dt, 4))
         else:
             justified += 1
+    out.update(layer_hard_brakes=int(false_alarms + justified), false_alarms=false_alarms,
+               false_alarm_t_s=fa_times)
+    return out
+
+
+def _ego_metrics(speed: list[float], applied: list[float], intervening: list[bool],
+                 dt: float, settings: SafetySettings, min_ttc: float, min_gap: float) -> dict:
+    """An episode's per-step ego trace (speed m/s, applied acceleration m/s^2, whether the
+    layer intervened) -> steps, duration, TTC and gap minima, hard brakes, speed, distance,
+    deceleration, jerk and intervention time (docs/safety.md)."""
+    speed_a = np.asarray(speed)
+    acc = np.asarray(applied)
+    onsets = hard_brake_onsets(acc, settings.hard_brake_mps2)
     jerk = np.diff(np.concatenate([[acc[0] if len(acc) else 0.0], acc])) / dt
     n = len(speed_a)
     distance_m = float(np.sum(speed_a) * dt)
-    out.update(
-        ended=ended, steps=n, duration_s=round(n * dt, 4),
+    return dict(
+        steps=n, duration_s=round(n * dt, 4),
         min_ttc_s=_r(min_ttc), min_gap_m=_r(min_gap),
-        hard_brakes=int(len(onsets)), layer_hard_brakes=int(false_alarms + justified),
-        false_alarms=false_alarms, false_alarm_t_s=fa_times,
+        hard_brakes=int(len(onsets)),
         mean_speed_mps=round(float(speed_a.mean()) if n else 0.0, 4),
         distance_m=round(distance_m, 3),
         max_decel_mps2=round(float(max(-acc.min(), 0.0)) if n else 0.0, 4),
         jerk_rms_mps3=round(float(np.sqrt(np.mean(jerk ** 2))) if n else 0.0, 4),
         intervention_s=round(float(np.sum(intervening)) * dt, 4))
+
+
+# ---- log-replay episodes --------------------------------------------------------------------
+
+REPLAY_MODES = ("oracle",)  # modes only a log replay has: the recorded future
+
+
+@dataclass(frozen=True)
+class ReplayEpisode:
+    """One log-replay episode: in recording `name`, the ego replaces recorded agent
+    `ego_agent` from `from_s` until `to_s` (s from the recording's first time stamp) and
+    drives with IDM and its safety layer (sim/replay.py)."""
+
+    name: str
+    case: int
+    ego_agent: int
+    from_s: float
+    to_s: float
+    reactive: bool = False
+
+
+def replay_episodes(tracks, name: str, n_egos: int, warmup_s: float = 2.0,
+                    min_drive_s: float = 10.0, reactive: bool = False) -> list[ReplayEpisode]:
+    """Up to n_egos episodes of a recording, one per agent recorded without a gap for at
+    least warmup_s + min_drive_s: the ego takes over warmup_s after the agent appears (its
+    recorded past feeds the forecasters) and drives to the agent's last frame. The agents are
+    spread evenly over the eligible ones in order of appearance (deterministic)."""
+    pres = tracks.present
+    n_t = pres.shape[1]
+    first = np.argmax(pres, axis=1)
+    last = n_t - 1 - np.argmax(pres[:, ::-1], axis=1)
+    dt = tracks.dt_s
+    warm = int(round(warmup_s / dt))
+    ok = (pres.any(axis=1) & (pres.sum(axis=1) == last - first + 1)
+          & (last - first >= warm + int(round(min_drive_s / dt))))
+    rows = np.flatnonzero(ok)
+    rows = rows[np.argsort(first[rows], kind="stable")]
+    if n_egos < len(rows):
+        rows = rows[np.round(np.linspace(0, len(rows) - 1, n_egos)).astype(np.int64)]
+    return [ReplayEpisode(name, i, int(tracks.ids[r]), round(float((first[r] + warm) * dt), 6),
+                          round(float(last[r] * dt), 6), reactive)
+            for i, r in enumerate(rows)]
+
+
+class _ReplayProbe:
+    """The replay's control hook in the benchmark: the safety layer, plus what the metrics
+    need at every step it commands the ego (time, speed, applied acceleration, whether it
+    intervened, gap to and closing speed on the vehicle ahead in its path)."""
+
+    def __init__(self, layer: SafetyLayer, lat_margin_m: float):
+        self.layer, self.lat_margin_m = layer, lat_margin_m
+        self.t_s, self.speed, self.applied, self.intervening = [], [], [], []
+        self.gap, self.closing = [], []
+
+    def __call__(self, st, world, index, accel):
+        ov = self.layer(st, world, index, accel)
+        if ov is None:
+            return None
+        e, plan = int(world.ego_row), self.layer.last_plan
+        rows = np.flatnonzero(st.active)
+        rows = rows[rows != e]
+        i, gap, v_lead, _, _ = in_path_target(st, world.road, rows, st.x[rows], st.y[rows],
+                                              st.vx[rows], st.vy[rows], self.lat_margin_m,
+                                              ego=e)
+        self.t_s.append(float(st.t_s))
+        self.speed.append(float(st.speed[e]))
+        self.applied.append(float(plan.applied_mps2))
+        self.intervening.append(bool(plan.intervening))
+        self.gap.append(max(gap, 0.0) if i >= 0 else math.inf)
+        self.closing.append(float(st.speed[e]) - v_lead if i >= 0 else 0.0)
+        return ov
+
+
+def run_replay_episode(ep: ReplayEpisode, tracks, mode: str, predictor=None,
+                       params: AvoidanceParams | None = None,
+                       settings: SafetySettings | None = None, road=None) -> dict:
+    """One log-replay episode with the ego's safety layer in `mode` (`oracle`: the recorded
+    future), measured like run_episode up to the ego's first collision. The ego keeps its
+    lane in a replay, so the layer's lane changes are off. A collision is the ego's fault
+    when it ran into the vehicle ahead (sim/replay.py `_ran_into`); recorded vehicles do not
+    see the ego, so being hit from behind or at the side is theirs. No false alarms: a replay
+    cannot be re-run from the middle (they are None). road: the recording's road (default:
+    its own, else fitted to the whole recording, as `run` does)."""
+    from sim.replay import RecordedFuture, ReplaySpec, fit_road, replay, substep_s
+    from sim.tracks import time_window
+
+    params = replace(params or AvoidanceParams(), lane_changes=False)
+    settings = settings or SafetySettings()
+    if road is None:
+        road = tracks.road if tracks.road is not None else fit_road(tracks)
+    # only the frames of the episode (from the agent's first one, and the recorded future
+    # an oracle looks into past its end): the rest of the recording plays no part
+    row = int(np.flatnonzero(tracks.ids == ep.ego_agent)[0])
+    dt_rec = tracks.dt_s
+    first = int(np.argmax(tracks.present[row]))
+    ahead = int(math.ceil((params.horizon_s + params.latency_s) / dt_rec)) + 2
+    k_end = int(round(ep.to_s / dt_rec))
+    part = time_window(tracks, min(first, int(round(ep.from_s / dt_rec))), k_end + ahead)
+    t_off = float(part.t[0] - tracks.t[0])
+    dt = substep_s(tracks)
+    if mode == "oracle":
+        predictor = RecordedFuture(part, dt)
+    layer = SafetyLayer(mode, params, predictor if mode not in BUILTIN_MODES else None, dt,
+                        seed=ep.case, keep_plans=2, draw_plans=False)
+    probe = _ReplayProbe(layer, settings.path_lat_margin_m)
+    res = replay(part, ReplaySpec(ego_agent=ep.ego_agent, ego_from_s=round(ep.from_s - t_off, 6),
+                                  duration_s=round(ep.to_s - t_off, 6), reactive=ep.reactive),
+                 road=road, hook=probe)
+    out = {"scenario": ep.name, "case": ep.case,
+           "case_params": {"ego_agent": ep.ego_agent, "from_s": ep.from_s}, "seed": None,
+           "mode": mode, "collided": False}
+    t = np.asarray(probe.t_s)
+    n, ended = len(t), "time"
+    if res.ego_contacts:
+        c = res.ego_contacts[0]
+        n = int(np.searchsorted(t, c["t_s"] - 1e-6))  # the steps before the contact
+        out.update(collided=True, collision_t_s=round(c["t_s"] + t_off, 4),
+                   impact_speed_mps=round(c["ego_speed_mps"], 4),
+                   impact_rel_speed_mps=round(c["rel_speed_mps"], 4),
+                   partner_id=c["partner_id"], at_fault=c["ran_into"],
+                   collision_kind="ego rear-ends" if c["ran_into"] else "hit by a recorded "
+                                                                        "vehicle")
+        ended = "collision"
+    gap, closing = np.asarray(probe.gap[:n]), np.asarray(probe.closing[:n])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ttc = np.where(closing > 1e-9, gap / closing, math.inf)
+    min_ttc = float(ttc.min()) if n else math.inf
+    min_gap = float(gap.min()) if n else math.inf
+    if out["collided"]:
+        min_ttc = min_gap = 0.0
+    out["ended"] = ended
+    out.update(_ego_metrics(probe.speed[:n], probe.applied[:n], probe.intervening[:n], dt,
+                            settings, min_ttc, min_gap))
+    out.update(layer_hard_brakes=None, false_alarms=None, false_alarm_t_s=[])
     return out
 
 
@@ -286,13 +432,14 @@ def _r(v: float, nd: int = 4):
 _WORKER: dict = {}
 
 
-def _init_worker(factory, params, settings) -> None:
+def _init_worker(factory, params, settings, recordings=None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _WORKER.update(factory=factory, params=params, settings=settings, predictors={})
+    _WORKER.update(factory=factory, params=params, settings=settings, predictors={},
+                   recordings=recordings or {}, roads={})
 
 
 def _predictor_for(mode: str):
-    if mode in BUILTIN_MODES:
+    if mode in BUILTIN_MODES or mode in REPLAY_MODES:
         return None
     cache = _WORKER["predictors"]
     if mode not in cache:
@@ -301,6 +448,16 @@ def _predictor_for(mode: str):
 
 
 def _run_job(job: Job) -> tuple[int, dict]:
+    if isinstance(job.spec, ReplayEpisode):
+        name = job.spec.name
+        tracks, roads = _WORKER["recordings"][name], _WORKER["roads"]
+        if name not in roads:  # fitted once per recording and worker
+            from sim.replay import fit_road
+
+            roads[name] = tracks.road if tracks.road is not None else fit_road(tracks)
+        return job.index, run_replay_episode(job.spec, tracks, job.mode,
+                                             _predictor_for(job.mode), _WORKER["params"],
+                                             _WORKER["settings"], roads[name])
     return job.index, run_episode(job.spec, job.mode, _predictor_for(job.mode),
                                   _WORKER["params"], _WORKER["settings"])
 
@@ -309,9 +466,10 @@ def run_jobs(jobs: list[Job], factory: PredictorFactory | None,
              params: AvoidanceParams | None = None, settings: SafetySettings | None = None,
              workers: int | None = None,
              progress: Callable[[int, int], None] | None = None,
-             start_method: str | None = None) -> list[dict]:
+             start_method: str | None = None, recordings: dict | None = None) -> list[dict]:
     """Run every job (in `workers` processes; 1: in this process) and return the episode
-    results in job order. progress(done, total) after each. start_method: how worker
+    results in job order. recordings: {name: Tracks} the ReplayEpisode jobs replay.
+    progress(done, total) after each. start_method: how worker
     processes start; default fork on Linux (fast, and the factory need not be importable),
     spawn elsewhere. Pass "spawn" once this process has run torch: a child forked from a
     process whose OpenMP pool exists can hang in its first forward pass."""
@@ -320,7 +478,7 @@ def run_jobs(jobs: list[Job], factory: PredictorFactory | None,
     workers = workers or os.cpu_count() or 1
     out: list[dict | None] = [None] * len(jobs)
     if workers <= 1 or len(jobs) <= 1:
-        _init_worker(factory, params, settings)
+        _init_worker(factory, params, settings, recordings)
         for done, job in enumerate(jobs, 1):
             i, res = _run_job(job)
             out[i] = res
@@ -333,7 +491,7 @@ def run_jobs(jobs: list[Job], factory: PredictorFactory | None,
     ctx = mp.get_context(method)
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
                              initializer=_init_worker,
-                             initargs=(factory, params, settings)) as pool:
+                             initargs=(factory, params, settings, recordings)) as pool:
         futures = [pool.submit(_run_job, job) for job in jobs]
         for done, fut in enumerate(as_completed(futures), 1):
             i, res = fut.result()
@@ -363,10 +521,13 @@ def summarize(episodes: list[dict]) -> dict:
     time_s = sum(e["duration_s"] for e in episodes)
     steps = sum(e["steps"] for e in episodes)
     hard = sum(e["hard_brakes"] for e in episodes)
-    fa = sum(e["false_alarms"] for e in episodes)
+    # log-replay episodes have no false alarms (None): the count is unknown, not 0
+    fa = (None if any(e["false_alarms"] is None for e in episodes)
+          else sum(e["false_alarms"] for e in episodes))
 
-    def per_100km(count: int):
-        return round(100.0 * count / dist_km, 3) if dist_km > 0 else None
+    def per_100km(count: int | None):
+        return round(100.0 * count / dist_km, 3) if dist_km > 0 and count is not None \
+            else None
 
     def mean(values):
         return round(float(np.mean(values)), 4) if values else None
@@ -441,18 +602,22 @@ def benchmark(specs: list[WorldSpec], modes: list[str], factory: PredictorFactor
               params: AvoidanceParams | None = None, settings: SafetySettings | None = None,
               workers: int | None = None, by_case: bool = False,
               progress: Callable[[int, int], None] | None = None,
-              start_method: str | None = None) -> dict:
-    """Run every spec in every mode and aggregate: {"results", "by_case"?, "episodes",
-    "params", "settings", "workers", "wall_s"}. start_method: see run_jobs."""
+              start_method: str | None = None, recordings: dict | None = None) -> dict:
+    """Run every spec (a WorldSpec, or a ReplayEpisode of one of `recordings`) in every
+    mode and aggregate: {"results", "by_case"?, "episodes", "params", "settings", "workers",
+    "wall_s"}. start_method: see run_jobs."""
     params = params or AvoidanceParams()
     settings = settings or SafetySettings()
+    replaying = all(isinstance(s, ReplayEpisode) for s in specs)
     for m in modes:
-        if m not in BUILTIN_MODES and factory is None:
+        if m in REPLAY_MODES and not replaying:
+            raise ValueError(f"avoidance mode {m!r} is for log-replay episodes only")
+        if m not in BUILTIN_MODES + REPLAY_MODES and factory is None:
             raise ValueError(f"avoidance mode {m!r} needs a forecaster factory")
     workers = workers or os.cpu_count() or 1
     t0 = time.perf_counter()
     episodes = run_jobs(make_jobs(specs, modes), factory, params, settings, workers, progress,
-                        start_method)
+                        start_method, recordings)
     wall = time.perf_counter() - t0
     out = aggregate(episodes, modes, by_case)
     out.update(episodes=episodes, params=_plain(asdict(params)),

@@ -70,6 +70,25 @@ class Tracks:
         return np.isfinite(self.x)
 
 
+def time_window(tracks: Tracks, k0: int, k1: int) -> Tracks:
+    """Frames k0..k1 (inclusive) of a recording, with only the agents present in them (in
+    file order); the ego row follows its agent (-1 if it is not among them)."""
+    k0, k1 = max(0, int(k0)), min(tracks.n_steps - 1, int(k1))
+    cols = slice(k0, k1 + 1)
+    rows = np.flatnonzero(tracks.present[:, cols].any(axis=1))
+    ego = -1
+    if tracks.ego >= 0 and tracks.ego in rows:
+        ego = int(np.searchsorted(rows, tracks.ego))
+    pick = {name: getattr(tracks, name)[rows][:, cols]
+            for name in ("x", "y", "vx", "vy", "heading")}
+    return Tracks(t=tracks.t[cols].copy(), **pick, length=tracks.length[rows],
+                  width=tracks.width[rows], ids=tracks.ids[rows], meta=dict(tracks.meta),
+                  kind=None if tracks.kind is None else tracks.kind[rows],
+                  lane=None if tracks.lane is None else tracks.lane[rows][:, cols], ego=ego,
+                  collided=None if tracks.collided is None else tracks.collided[rows][:, cols],
+                  road=tracks.road)
+
+
 def write_tracks(path: str | os.PathLike, tracks: Tracks) -> None:
     """Write a track file atomically (temporary file, then rename) with fixed zip timestamps,
     so the same episode always gives the same bytes. Checks the arrays first (ValueError)."""

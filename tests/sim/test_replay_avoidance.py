@@ -1,0 +1,182 @@
+"""The ego's safety layer in log replay: the `oracle` (the recorded future), an ego that is not
+row 0, replay episodes in the safety benchmark, and the command line around them."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from predictor.baselines import ConstantVelocity
+from sim.avoidance import AvoidanceParams, SafetyLayer
+from sim.forecast import HistoryBuffer
+from sim.replay import RecordedFuture, ReplaySpec, replay, substep_s
+from sim.safety import ReplayEpisode, benchmark, replay_episodes, run_replay_episode
+from sim.tracks import Tracks, time_window, write_tracks
+
+REPO = Path(__file__).resolve().parents[2]
+NO_LC = dataclasses.replace(AvoidanceParams(), lane_changes=False)
+
+
+def cut_in_recording(t_move_s: float = 4.0) -> Tracks:
+    """20 s on two straight lanes (y = 0 and y = 3.6 m, no road in the file). Row 0 (id 11)
+    starts 60 m ahead in the left lane at 15 m/s and cuts into the right lane over 2 s from
+    t_move_s; row 1 (id 12) drives far ahead in the left lane; row 2 (id 10), the agent the
+    ego replaces, drives in the right lane at 25 m/s from x = 0."""
+    dt = 0.1
+    t = np.round(np.arange(0.0, 20.0 + 1e-9, dt), 9)
+    arr = {k: np.zeros((3, len(t)), np.float32) for k in ("x", "y", "vx", "vy", "heading")}
+    u = np.clip((t - t_move_s) / 2.0, 0.0, 1.0)
+    y = 3.6 * (1.0 - (10 * u ** 3 - 15 * u ** 4 + 6 * u ** 5))
+    vy = np.gradient(y, dt)
+    arr["x"][0], arr["y"][0], arr["vx"][0], arr["vy"][0] = 60.0 + 15.0 * t, y, 15.0, vy
+    arr["heading"][0] = np.arctan2(vy, 15.0)
+    arr["x"][1], arr["y"][1], arr["vx"][1] = 400.0 + 25.0 * t, 3.6, 25.0
+    arr["x"][2], arr["y"][2], arr["vx"][2] = 25.0 * t, 0.0, 25.0
+    return Tracks(t=t, **arr, length=np.full(3, 4.5, np.float32),
+                  width=np.full(3, 1.8, np.float32), ids=np.array([11, 12, 10]),
+                  meta={"source": "synthetic", "dt": dt})
+
+
+def _replay_with(mode: str, tracks: Tracks):
+    dt = substep_s(tracks)
+    predictor = {"oracle": RecordedFuture(tracks, dt), "cv": ConstantVelocity()}.get(mode)
+    layer = SafetyLayer(mode, NO_LC, predictor, dt, keep_plans=10 ** 6, draw_plans=False)
+    res = replay(tracks, ReplaySpec(ego_agent=10, ego_from_s=2.0, ego_desired_speed_mps=25.0),
+                 hook=layer)
+    return res, layer
+
+
+def test_recorded_future_is_the_recording_then_its_last_velocity():
+    tracks = cut_in_recording()
+    cut = time_window(tracks, 0, 120)  # the recording ends at 12 s
+    oracle = RecordedFuture(cut, 0.1)
+    buf = HistoryBuffer(3, 0.1)
+    state = dataclasses.make_dataclass("S", ["t_s", "ids", "active", "x", "y", "vx", "vy",
+                                             "heading", "length", "width", "kind"])
+    for k in range(80, 111):  # push frames up to 11 s
+        buf.push(state(float(cut.t[k]), cut.ids, np.ones(3, bool),
+                       *(getattr(cut, n)[:, k].astype(float) for n in ("x", "y", "vx", "vy",
+                                                                        "heading")),
+                       cut.length, cut.width, np.zeros(3, np.int8)))
+    now = state(float(cut.t[110]), cut.ids, np.ones(3, bool),
+                *(getattr(cut, n)[:, 110].astype(float) for n in ("x", "y", "vx", "vy",
+                                                                   "heading")),
+                cut.length, cut.width, np.zeros(3, np.int8))
+    pred = oracle.predict(buf.history(now, np.array([0, 1])), 20)
+    assert pred.xy.shape == (2, 1, 20, 2) and np.all(pred.prob == 1.0)
+    assert np.all(pred.sigma_m == 0.0)
+    # within the recording: its positions at the next frames
+    np.testing.assert_allclose(pred.xy[:, 0, :10, 0], cut.x[:2, 111:121], atol=1e-4)
+    np.testing.assert_allclose(pred.xy[:, 0, :10, 1], cut.y[:2, 111:121], atol=1e-4)
+    # after it: on from the last recorded point at the last recorded velocity
+    last = cut.x[:2, 120].astype(float)
+    np.testing.assert_allclose(pred.xy[:, 0, 10:, 0],
+                               last[:, None] + cut.vx[:2, 120, None] * 0.1 * np.arange(1, 11),
+                               atol=1e-3)
+    stranger = dataclasses.replace(buf.history(now, np.array([0])), ids=np.array([99]))
+    with pytest.raises(ValueError, match="agent 99 is not in the recording"):
+        oracle.predict(stranger, 5)
+
+
+def test_the_oracle_avoids_a_cut_in_that_the_idm_ego_runs_into():
+    tracks = cut_in_recording()
+    none, _ = _replay_with("none", tracks)
+    assert none.ego_collisions == 1 and none.ego_front_collisions == 1
+    contact = none.ego_contacts[0]
+    assert contact["partner_id"] == 11 and contact["ran_into"] and 5.0 < contact["t_s"] < 8.0
+    first = {}
+    gaps = {}
+    for mode in ("cv", "oracle"):
+        res, layer = _replay_with(mode, tracks)
+        assert res.ego_collisions == 0, mode
+        out = res.tracks
+        e = out.ego
+        assert e == 2 and out.ids[e] == 10  # the ego is row 2, not row 0
+        first[mode] = min(k for k, p in layer.plans.items() if p.intervening)
+        same_lane = np.abs(out.y[0] - out.y[e]) < 1.8
+        gaps[mode] = float(np.nanmin(np.where(same_lane, out.x[0] - out.x[e] - 4.5, np.inf)))
+    # the oracle knows the cut-in before it starts; CV sees it once the car moves across
+    assert first["oracle"] < 40 <= first["cv"]
+    assert gaps["oracle"] > gaps["cv"] + 3.0
+
+
+def test_a_replay_episode_on_its_time_window_equals_the_full_replay():
+    tracks = cut_in_recording()
+    eps = replay_episodes(tracks, "cut.npz", 5, min_drive_s=10.0)
+    assert [e.ego_agent for e in eps] == [11, 12, 10]  # every agent, in order of appearance
+    assert eps[2] == ReplayEpisode("cut.npz", 2, 10, 2.0, 20.0)
+    assert [e.ego_agent for e in replay_episodes(tracks, "c", 2)] == [11, 10]
+    e = run_replay_episode(eps[2], tracks, "oracle", params=AvoidanceParams())
+    assert not e["collided"] and e["false_alarms"] is None and e["steps"] == 180
+    res, layer = _replay_with("oracle", tracks)
+    speed = np.hypot(res.tracks.vx[2, 21:], res.tracks.vy[2, 21:]).astype(float)
+    assert e["distance_m"] == pytest.approx(float(np.sum(speed[:180]) * 0.1), rel=0.02)
+    assert e["intervention_s"] == pytest.approx(
+        0.1 * sum(p.intervening for p in layer.plans.values()), abs=1e-9)
+    none = run_replay_episode(eps[2], tracks, "none")
+    assert none["collided"] and none["at_fault"] and none["partner_id"] == 11
+    assert none["collision_kind"] == "ego rear-ends" and 5.0 < none["collision_t_s"] < 8.0
+
+
+def test_the_benchmark_runs_replay_episodes_with_the_oracle():
+    tracks = cut_in_recording()
+    eps = [e for e in replay_episodes(tracks, "cut.npz", 5) if e.ego_agent == 10]
+    out = benchmark(eps, ["none", "oracle"], None, workers=1,
+                    recordings={"cut.npz": tracks})
+    assert out["results"]["none"]["collisions"] == 1
+    assert out["results"]["none"]["at_fault_collisions"] == 1
+    assert out["results"]["oracle"]["collisions"] == 0
+    assert out["results"]["oracle"]["false_alarms"] is None
+    with pytest.raises(ValueError, match="log-replay"):
+        from scenarios.suite import episodes
+
+        benchmark(episodes("lead_brake")[:1], ["oracle"], None, workers=1)
+
+
+def _cli(*args):
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    return subprocess.run([sys.executable, str(REPO / "main.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+
+
+def test_cli_replay_with_avoidance_and_the_replay_benchmark(tmp_path):
+    rec = tmp_path / "cut.npz"
+    write_tracks(rec, cut_in_recording())
+    r = _cli("run", "--scenario", rec, "--headless", "--ego-agent", "10", "--ego-from", "2",
+             "--ego-desired-speed", "25", "--avoidance", "oracle", "--json", "-", "--quiet")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["ego_collisions"] == 0 and s["avoidance"]["mode"] == "oracle"
+    assert s["avoidance"]["intervention_steps"] > 0
+    out = tmp_path / "b.json"
+    r = _cli("benchmark", "safety", "--suite", rec, "--egos", "3", "--avoidance",
+             "none,cv,oracle", "--workers", "2", "--by", "case", "--json", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert data["suite"] == str(rec) and data["seeds"] is None
+    assert {m: v["episodes"] for m, v in data["results"].items()} == {"none": 3, "cv": 3,
+                                                                       "oracle": 3}
+    assert data["results"]["none"]["collisions"] >= 1
+    assert data["results"]["oracle"]["collisions"] == 0
+    assert len(data["by_case"]) == 3 and "cut.npz #2 (ego_agent=10" in r.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "--scenario", "highway_cruise", "--headless", "--avoidance", "oracle"],
+     "log replay"),
+    (["benchmark", "safety", "--suite", "lead_brake", "--egos", "3"], "--egos"),
+    (["run", "--scenario", "{rec}", "--headless", "--avoidance", "cv"], "needs an ego"),
+    (["benchmark", "safety", "--suite", "{rec}", "--seeds", "2"], "not for a recording"),
+])
+def test_cli_refuses_replay_avoidance_misuse_in_one_line(tmp_path, args, needle):
+    rec = tmp_path / "cut.npz"
+    write_tracks(rec, cut_in_recording())
+    r = _cli(*[a.format(rec=rec) for a in args])
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr and needle in lines[0], r.stderr
