@@ -1345,7 +1345,8 @@ def cmd_train(args) -> int:
     try:
         model_cfg = with_history(RnnConfig(cell=args.cell, hidden=args.hidden,
                                            layers=args.layers, n_modes=args.modes,
-                                           n_neighbors=args.neighbors),
+                                           n_neighbors=args.neighbors,
+                                           encoder_stride=args.encoder_stride),
                                  args.history, args.horizon)
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 patience=args.patience, stride_s=args.stride, seed=args.seed,
@@ -1459,6 +1460,8 @@ def add_train_parser(sub) -> None:
     p.add_argument("--horizon", type=positive_float, default=3.0, help="s (default 3.0)")
     p.add_argument("--hidden", type=positive_int, default=64)
     p.add_argument("--layers", type=positive_int, default=1)
+    p.add_argument("--encoder-stride", type=positive_int, default=4, metavar="N",
+                   help="the encoder reads every N-th history step, ending now (default 4)")
     p.add_argument("--modes", type=positive_int, default=6, help="K (default 6)")
     p.add_argument("--neighbors", type=nonneg_int, default=8, help="M nearest (default 8)")
     p.add_argument("--epochs", type=positive_int, default=15)

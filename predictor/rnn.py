@@ -49,7 +49,7 @@ class RnnConfig:
     cell: str = "gru"
     hidden: int = 64
     layers: int = 1
-    encoder_stride: int = 2  # the encoder reads every n-th history step (ending now)
+    encoder_stride: int = 4  # the encoder reads every n-th history step (ending now)
     history_steps: int = 20
     horizon_steps: int = 30
     dt_s: float = 0.1
@@ -415,13 +415,15 @@ class RnnPredictor:
                 prob = log_prob.exp().numpy().astype(np.float64)
                 if k < c.n_modes:  # the k most probable modes
                     top = np.argsort(-prob, axis=1, kind="stable")[:, :k]
-                else:
-                    top = np.broadcast_to(np.arange(k), prob.shape)
-                rows = np.arange(len(top))[:, None]
-                p = prob[rows, top]
-                xy_k = xy.numpy().astype(np.float64)[rows, top, :horizon_steps]
-                sig_k = sigma.numpy().astype(np.float64)[rows, top, :horizon_steps]
-                hi = lo + len(top)
+                    rows = np.arange(len(top))[:, None]
+                    p = prob[rows, top]
+                    xy_k = xy.numpy()[rows, top, :horizon_steps].astype(np.float64)
+                    sig_k = sigma.numpy()[rows, top, :horizon_steps].astype(np.float64)
+                else:  # all of them, in the model's order
+                    p = prob
+                    xy_k = xy.numpy()[:, :, :horizon_steps].astype(np.float64)
+                    sig_k = sigma.numpy()[:, :, :horizon_steps].astype(np.float64)
+                hi = lo + len(p)
                 out_xy[lo:hi] = to_world(xy_k, f.origin, f.rot)
                 # agent-frame (along, across) std devs to world x, y (covariance dropped)
                 c2 = (f.rot[:, 0] ** 2)[:, None, None]

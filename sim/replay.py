@@ -802,8 +802,9 @@ class _Replay:
 
     def _ran_into(self, other: int, k: int) -> bool:
         """Whether the ego ran into `other` (their contact at frame k): on the frame before,
-        the other was ahead of the ego along its heading and the gap that closed was the
-        longitudinal one (the lateral one for a vehicle merging into the ego's side)."""
+        the other was ahead of the ego along its heading, the gap that closed was the
+        longitudinal one (the lateral one for a vehicle merging into the ego's side), and the
+        ego was faster along its heading than the other (and moving forward)."""
         out, e = self.out, self.ego_row
         j = k - 1 if k > 0 and np.isfinite(out["x"][[e, other], k - 1]).all() else k
         h = float(out["heading"][e, j])
@@ -814,7 +815,10 @@ class _Replay:
         width = self.st.width if other >= self.tr.n_agents else self.tr.width
         lon_gap = abs(lon) - 0.5 * (self.st.length[e] + float(length[other]))
         lat_gap = abs(lat) - 0.5 * (self.st.width[e] + float(width[other]))
-        return bool(lon > 0.0 and lon_gap >= lat_gap)
+        # and the ego moved toward it (not: a stopped ego that a recorded car backs into)
+        v_e = out["vx"][e, j] * math.cos(h) + out["vy"][e, j] * math.sin(h)
+        v_o = out["vx"][other, j] * math.cos(h) + out["vy"][other, j] * math.sin(h)
+        return bool(lon > 0.0 and lon_gap >= lat_gap and v_e > max(v_o, 0.0))
 
     def _contact(self, other: int, k: int, ran_into: bool) -> dict:
         """A new ego collision at frame k: when, with whom, and the speeds on the frame
