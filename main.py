@@ -362,9 +362,9 @@ def cmd_run_replay(args) -> int:
     n_steps = tracks.n_steps - 1
     if args.duration is not None:
         n_steps = min(n_steps, int(round(args.duration / dt)))
+    layer = replay_safety_layer(args, tracks, spec)
     bar = _progress_bar(n_steps, "replaying", not args.quiet)
     t0 = time.perf_counter()
-    layer = replay_safety_layer(args, tracks, spec)
     try:
         res = replay(tracks, spec, hook=layer, progress=lambda i, n: bar.update(1))
     except ReplayError as exc:
@@ -1150,8 +1150,9 @@ def add_avoidance_args(p, modes_help: str | None = None) -> None:
     g = p.add_argument_group("avoidance (docs/safety.md)")
     g.add_argument("--avoidance", metavar="MODE" if modes_help is None else "MODES",
                    help=modes_help or "the ego's safety layer: none, reactive (AEB on current "
-                   "states) or a predictor name (cv, ca, ctrv, kalman, cv_multi, rnn, ...) "
-                   "whose forecasts it acts on; default: the scenario's ego.avoidance")
+                   "states), a predictor name (cv, ca, ctrv, kalman, cv_multi, rnn, ...) "
+                   "whose forecasts it acts on, or in a log replay oracle (the recorded "
+                   "future); default: the scenario's ego.avoidance")
     g.add_argument("--sensor-noise", type=float, default=0.0, metavar="M",
                    help="std of the agents' perceived positions, m (default 0)")
     g.add_argument("--sensor-noise-vel", type=float, default=0.0, metavar="MPS",
@@ -1245,8 +1246,8 @@ def add_benchmark_safety_parser(bsub) -> None:
                    help="a group (ncap, highway, all), a shipped scenario, a scenario file, or "
                         "a recording to replay (a track file or an NGSIM file; modes may "
                         "include oracle, the recorded future) (default ncap)")
-    add_avoidance_args(s, "comma-separated modes: none, reactive and predictor names "
-                          "(default none,reactive,cv,kalman)")
+    add_avoidance_args(s, "comma-separated modes: none, reactive, predictor names and, "
+                          "for a recording, oracle (default none,reactive,cv,kalman)")
     s.set_defaults(avoidance="none,reactive,cv,kalman")
     s.add_argument("--seeds", type=positive_int, default=1, metavar="N",
                    help="episodes per case, each with its own derived seed (default 1)")
