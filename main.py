@@ -1075,17 +1075,23 @@ def avoidance_params(args, what: str):
         raise InputError(f"{what}: {exc}") from None
 
 
-def _check_predictors(modes: list[str], checkpoint, k: int, what: str) -> None:
-    """Build each predictor mode's forecaster once here, so a bad checkpoint is one line."""
+def _check_predictors(modes: list[str], checkpoint, k: int, what: str,
+                      dt_s: float | None = None) -> None:
+    """Build each predictor mode's forecaster once here, so a bad checkpoint (or one made
+    for another time step than dt_s, when given) is one line."""
     from predictor.registry import make_predictor
     from sim.avoidance import BUILTIN_MODES
 
     for m in modes:
         if m not in BUILTIN_MODES:
             try:
-                make_predictor(m, checkpoint=checkpoint, k=k)
+                p = make_predictor(m, checkpoint=checkpoint, k=k)
             except ValueError as exc:
                 raise InputError(f"{what}: avoidance mode {m}: {exc}") from None
+            p_dt = getattr(p, "dt_s", None)
+            if dt_s is not None and p_dt is not None and abs(p_dt - dt_s) > 1e-9:
+                raise InputError(f"{what}: avoidance mode {m}: the forecaster works at steps "
+                                 f"of {p_dt:g} s, the replay at {dt_s:g} s")
 
 
 def safety_layer(args, world):
@@ -1193,7 +1199,12 @@ def cmd_benchmark_safety(args) -> int:
     if no_ego:
         raise InputError(f"{what} --suite {args.suite}: scenarios without an ego: "
                          f"{', '.join(no_ego)}")
-    _check_predictors([m for m in modes if m != "oracle"], args.checkpoint, args.k, what)
+    dt_s = None
+    if recordings:
+        from sim.replay import substep_s
+
+        dt_s = substep_s(next(iter(recordings.values())))
+    _check_predictors([m for m in modes if m != "oracle"], args.checkpoint, args.k, what, dt_s)
     workers = args.workers or os.cpu_count() or 1
     factory = functools.partial(make_predictor, checkpoint=args.checkpoint, k=args.k)
     n_jobs = len(specs) * len(modes)

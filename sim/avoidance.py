@@ -990,6 +990,16 @@ class SafetyLayer:
                         lane_change=np.array([lc]),
                         lane_change_s=np.array([p.lane_change_s if lc >= 0 else np.nan]))
 
+    def observe(self, st: TrafficState, world) -> None:
+        """See the agents without commanding anything (a log replay shows the layer the
+        recording before its ego takes over): their past fills the forecaster's history."""
+        if st.step <= self.last_step:
+            self.reset()
+        self.last_step = st.step
+        self.ego = int(getattr(world, "ego_row", EGO))
+        if self.mode != "none":
+            self._sense(st)
+
     def plan_for(self, state: TrafficState) -> Plan | None:
         """The plan decided at the state's step, or the latest one before it (the newest
         state's plan is decided when the next step runs)."""
@@ -1010,6 +1020,10 @@ class SafetyLayer:
                                x=st.x, y=st.y, vx=st.vx, vy=st.vy, heading=st.heading,
                                length=st.length, width=st.width, kind=st.kind,
                                accel=st.accel, station=st.station)
+        if self.latency_steps:  # kept for later: a caller may update its arrays in place
+            for name in ("ids", "x", "y", "vx", "vy", "heading", "length", "width", "kind",
+                         "accel", "station"):
+                setattr(snap, name, np.array(getattr(snap, name)))
         if p.sensor_noise_pos_m > 0 or p.sensor_noise_vel_mps > 0:
             n = len(st.x)
             z = self._noise.standard_normal((4, n))

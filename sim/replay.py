@@ -41,6 +41,7 @@ from sim.state import KIND_TRUCK, ROLE_BACKGROUND, ROLE_EGO, TrafficState, empty
 from sim.tracks import Tracks
 
 MAX_SUBSTEP_S = 0.1  # recordings with a coarser step are simulated in sub-steps
+OBSERVE_S = 3.0  # a control hook with `observe` sees the recording this long before takeover
 LOOK_AHEAD_M = 150.0  # vehicles further than this are never a simulated vehicle's leader
 CORRIDOR_MARGIN_M = 0.3  # lateral clearance a simulated driver keeps to bodies beside its lane
 EGO_DEFAULTS = dict(length=4.7, width=1.9, time_gap_s=1.5, min_gap_m=2.0, max_accel_mps2=1.5,
@@ -256,7 +257,9 @@ def replay(tracks: Tracks, spec: ReplaySpec = ReplaySpec(), road: Road | None = 
     road: the road to drive on (default: the recording's, else `fit_road`). hook(state,
     world, lane_index, accel) is called every step with every vehicle present (recorded ones
     included) and may return an object with `rows`, `accel_mps2` (an Override) for the
-    simulated rows. ReplayError on a spec that does not fit the recording."""
+    simulated rows; a hook with an `observe(state, world)` method is also shown the last
+    OBSERVE_S of recorded traffic before the ego takes over. ReplayError on a spec that does
+    not fit the recording."""
     fitted = road is None and tracks.road is None
     road = road if road is not None else (tracks.road if tracks.road is not None
                                           else fit_road(tracks))
@@ -277,6 +280,9 @@ class _Replay:
             raise ReplayError("the recording has fewer than two time steps")
         self.dt = float(tracks.t[1] - tracks.t[0])
         t0 = float(tracks.t[0])
+        # the signal plan runs from the recording's first time stamp (a time window of it,
+        # sim.tracks.time_window, names the whole recording's)
+        self.t_signal0 = float(tracks.meta.get("recording_t0_s", t0))
         self.k_end = n_t - 1
         if spec.duration_s is not None:
             self.k_end = min(n_t - 1, int(round(spec.duration_s / self.dt)))
@@ -472,7 +478,14 @@ class _Replay:
     def run(self, progress) -> None:
         tr = self.tr
         self._record(0)
+        observe = getattr(self.hook, "observe", None)
+        k_obs = None
+        if observe is not None and self.k_ins is not None:
+            k_obs = max(0, self.k_ins - int(math.ceil(OBSERVE_S / self.dt - 1e-9)))
         for k in range(self.k_end):
+            if k_obs is not None and k_obs <= k < self.k_ins:
+                for sub in range(self.n_sub):
+                    self._observe(k, sub, observe)
             if self.k_ins is not None and k == self.k_ins:
                 self._start_simulating(np.array([self.ego_row]), k, ego=True)
                 if self.new_ego:
@@ -487,6 +500,21 @@ class _Replay:
                 progress(k + 1, self.k_end)
         self.steps = self.k_end
         del tr
+
+    def _observe(self, k: int, sub: int, observe) -> None:
+        """Show a control hook with an `observe(state, world)` method the recorded traffic
+        at a (sub-)step before the ego is driven (what its sensors saw before it takes
+        over); nothing is simulated."""
+        st = self.st
+        h_s = self.dt / self.n_sub
+        rows, x, y, h, v = self._recorded_at(k, sub / self.n_sub)
+        st.x[rows], st.y[rows], st.heading[rows], st.speed[rows] = x, y, h, v
+        st.active[: self.tr.n_agents] = False
+        st.active[rows] = True
+        self._recorded_motion(k, sub / self.n_sub, rows)
+        self._lanes_for_index()
+        observe(st.evolve(t_s=float(self.tr.t[k] - self.tr.t[0]) + sub * h_s,
+                          step=k * self.n_sub + sub), self.world_view)
 
     def _check_clear_at_insert(self, k: int) -> None:
         r = self.ego_row
@@ -592,8 +620,8 @@ class _Replay:
 
     def _recorded_motion(self, k: int, frac: float, rows: np.ndarray) -> None:
         """Velocity (interpolated like the pose) and acceleration (the recorded speed's change
-        over the frame) of the recorded rows, for a control hook: the simulation itself does
-        not use them."""
+        over the frame before) of the recorded rows, for a control hook: the simulation
+        itself does not use them."""
         tr, st = self.tr, self.st
         k1 = min(k + 1, tr.n_steps - 1)
         vx, vy = tr.vx[rows, k].astype(float), tr.vy[rows, k].astype(float)
@@ -602,8 +630,10 @@ class _Replay:
             vx = np.where(nxt, vx + frac * (tr.vx[rows, k1] - vx), vx)
             vy = np.where(nxt, vy + frac * (tr.vy[rows, k1] - vy), vy)
         st.vx[rows], st.vy[rows] = vx, vy
-        st.accel[rows] = np.where(nxt, (self.speed[rows, k1] - self.speed[rows, k]) / self.dt,
-                                  0.0)
+        # acceleration: the recorded speed's change over the frame before (causal)
+        prev = self.present[rows, max(k - 1, 0)] & (k > 0)
+        st.accel[rows] = np.where(prev, (self.speed[rows, k] - self.speed[rows, max(k - 1, 0)])
+                                  / self.dt, 0.0)
 
     def _lanes_for_index(self):
         """Lanes and stations of every present row (recorded rows located on the road)."""
@@ -711,7 +741,7 @@ class _Replay:
         if not app.any():
             return out
         conn = j.conn_of_lane[np.maximum(road.next_lane(lane, st.turn[rows]), 0)]
-        state, _ = j.movement_states(float(self.tr.t[k] - self.tr.t[0]))
+        state, _ = j.movement_states(float(self.tr.t[k] - self.t_signal0))
         sig = state[j.conn_move[np.maximum(conn, 0)]]
         line_gap = road.length_m[lane] - st.s[rows] - 0.5 * st.length[rows]
         v = st.speed[rows]

@@ -331,6 +331,9 @@ class _ReplayProbe:
         self.t_s, self.speed, self.applied, self.intervening = [], [], [], []
         self.gap, self.closing = [], []
 
+    def observe(self, st, world) -> None:
+        self.layer.observe(st, world)
+
     def __call__(self, st, world, index, accel):
         ov = self.layer(st, world, index, accel)
         if ov is None:

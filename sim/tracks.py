@@ -72,7 +72,9 @@ class Tracks:
 
 def time_window(tracks: Tracks, k0: int, k1: int) -> Tracks:
     """Frames k0..k1 (inclusive) of a recording, with only the agents present in them (in
-    file order); the ego row follows its agent (-1 if it is not among them)."""
+    file order); the ego row follows its agent (-1 if it is not among them). Time stamps
+    are kept; meta gains `recording_t0_s`, the whole recording's first one, from which a log
+    replay of the window runs the recording's signal plan (as a replay of the whole would)."""
     k0, k1 = max(0, int(k0)), min(tracks.n_steps - 1, int(k1))
     cols = slice(k0, k1 + 1)
     rows = np.flatnonzero(tracks.present[:, cols].any(axis=1))
@@ -81,8 +83,11 @@ def time_window(tracks: Tracks, k0: int, k1: int) -> Tracks:
         ego = int(np.searchsorted(rows, tracks.ego))
     pick = {name: getattr(tracks, name)[rows][:, cols]
             for name in ("x", "y", "vx", "vy", "heading")}
+    # the recording's first time stamp: the clock a signal plan runs on (see the docstring)
+    meta = {**tracks.meta,
+            "recording_t0_s": float(tracks.meta.get("recording_t0_s", tracks.t[0]))}
     return Tracks(t=tracks.t[cols].copy(), **pick, length=tracks.length[rows],
-                  width=tracks.width[rows], ids=tracks.ids[rows], meta=dict(tracks.meta),
+                  width=tracks.width[rows], ids=tracks.ids[rows], meta=meta,
                   kind=None if tracks.kind is None else tracks.kind[rows],
                   lane=None if tracks.lane is None else tracks.lane[rows][:, cols], ego=ego,
                   collided=None if tracks.collided is None else tracks.collided[rows][:, cols],

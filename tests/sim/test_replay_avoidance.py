@@ -14,7 +14,7 @@ import pytest
 from predictor.baselines import ConstantVelocity
 from sim.avoidance import AvoidanceParams, SafetyLayer
 from sim.forecast import HistoryBuffer
-from sim.replay import RecordedFuture, ReplaySpec, replay, substep_s
+from sim.replay import RecordedFuture, ReplaySpec, fit_road, replay, substep_s
 from sim.safety import ReplayEpisode, benchmark, replay_episodes, run_replay_episode
 from sim.tracks import Tracks, time_window, write_tracks
 
@@ -22,12 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 NO_LC = dataclasses.replace(AvoidanceParams(), lane_changes=False)
 
 
-def cut_in_recording(t_move_s: float = 4.0) -> Tracks:
+def cut_in_recording(t_move_s: float = 4.0, dt: float = 0.1, late_s: float = 0.0) -> Tracks:
     """20 s on two straight lanes (y = 0 and y = 3.6 m, no road in the file). Row 0 (id 11)
     starts 60 m ahead in the left lane at 15 m/s and cuts into the right lane over 2 s from
-    t_move_s; row 1 (id 12) drives far ahead in the left lane; row 2 (id 10), the agent the
-    ego replaces, drives in the right lane at 25 m/s from x = 0."""
-    dt = 0.1
+    t_move_s; row 1 (id 12) drives far ahead in the left lane (recorded from late_s); row 2
+    (id 10), the agent the ego replaces, drives in the right lane at 25 m/s from x = 0."""
     t = np.round(np.arange(0.0, 20.0 + 1e-9, dt), 9)
     arr = {k: np.zeros((3, len(t)), np.float32) for k in ("x", "y", "vx", "vy", "heading")}
     u = np.clip((t - t_move_s) / 2.0, 0.0, 1.0)
@@ -37,6 +36,8 @@ def cut_in_recording(t_move_s: float = 4.0) -> Tracks:
     arr["heading"][0] = np.arctan2(vy, 15.0)
     arr["x"][1], arr["y"][1], arr["vx"][1] = 400.0 + 25.0 * t, 3.6, 25.0
     arr["x"][2], arr["y"][2], arr["vx"][2] = 25.0 * t, 0.0, 25.0
+    for name in arr:
+        arr[name][1, t < late_s - 1e-9] = np.nan
     return Tracks(t=t, **arr, length=np.full(3, 4.5, np.float32),
                   width=np.full(3, 1.8, np.float32), ids=np.array([11, 12, 10]),
                   meta={"source": "synthetic", "dt": dt})
@@ -100,8 +101,9 @@ def test_the_oracle_avoids_a_cut_in_that_the_idm_ego_runs_into():
         first[mode] = min(k for k, p in layer.plans.items() if p.intervening)
         same_lane = np.abs(out.y[0] - out.y[e]) < 1.8
         gaps[mode] = float(np.nanmin(np.where(same_lane, out.x[0] - out.x[e] - 4.5, np.inf)))
-    # the oracle knows the cut-in before it starts; CV sees it once the car moves across
-    assert first["oracle"] < 40 <= first["cv"]
+    # the oracle knows the cut-in before it starts (it has watched the recording for the 2 s
+    # before the takeover, so it acts at once); CV sees it once the car moves across
+    assert first["oracle"] == 20 and first["cv"] >= 40
     assert gaps["oracle"] > gaps["cv"] + 3.0
 
 
@@ -180,3 +182,99 @@ def test_cli_refuses_replay_avoidance_misuse_in_one_line(tmp_path, args, needle)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr and needle in lines[0], r.stderr
+
+
+def test_a_time_window_replays_exactly_like_the_whole_recording():
+    # an agent that appears late (row 1, at 4 s) replaced from 6 s: the same ego path, with
+    # the layer on, whether the replay gets the whole recording or only the episode's frames
+    tracks = cut_in_recording(late_s=4.0)
+    ep = [e for e in replay_episodes(tracks, "late.npz", 5) if e.ego_agent == 12][0]
+    assert ep.from_s == 6.0 and ep.to_s == 20.0
+    paths = []
+    road = fit_road(tracks)  # a roadless recording: the road fitted to the whole (as the
+    for rec in (tracks, time_window(tracks, 40, 200)):  # benchmark does)
+        dt = substep_s(rec)
+        layer = SafetyLayer("oracle", NO_LC, RecordedFuture(rec, dt), dt, draw_plans=False)
+        off = float(rec.t[0] - tracks.t[0])
+        res = replay(rec, ReplaySpec(ego_agent=12, ego_from_s=ep.from_s - off,
+                                     duration_s=ep.to_s - off), road=road, hook=layer)
+        e = res.tracks.ego
+        k0 = int(round((ep.from_s - off) / 0.1))
+        paths.append(np.stack([res.tracks.x[e, k0:], res.tracks.y[e, k0:]]))
+    assert paths[0].shape == paths[1].shape and np.array_equal(paths[0], paths[1])
+
+
+def test_a_time_window_keeps_the_recordings_signal_clock():
+    from scenarios.suite import load_scenario
+    from sim.world import make_world, run
+
+    spec = load_scenario("urban_intersection").spec(0, duration_s=60.0)
+    rec = run(make_world(spec)).tracks
+    pres = rec.present
+    first = np.argmax(pres, axis=1)
+    late = [r for r in np.flatnonzero(pres.any(axis=1) & (first >= 80))
+            if pres[r, first[r]:].sum() > 300][:3]
+    assert late, "agents that appear after 8 s"
+    for r in late:
+        k0 = int(first[r])
+        ego, frm = int(rec.ids[r]), round(float(k0 + 10) * 0.1, 6)
+        whole = replay(rec, ReplaySpec(ego_agent=ego, ego_from_s=frm)).tracks
+        part = time_window(rec, k0, rec.n_steps - 1)
+        assert part.meta["recording_t0_s"] == 0.0
+        cut = replay(part, ReplaySpec(ego_agent=ego, ego_from_s=round(frm - k0 * 0.1, 6))
+                     ).tracks
+        assert np.array_equal(whole.x[whole.ego, k0:], cut.x[cut.ego], equal_nan=True)
+        assert np.array_equal(whole.y[whole.ego, k0:], cut.y[cut.ego], equal_nan=True)
+
+
+def test_latency_sees_old_positions_even_when_the_state_is_updated_in_place():
+    tracks = cut_in_recording()
+    params = dataclasses.replace(NO_LC, latency_s=0.5)
+    layer = SafetyLayer("cv", params, ConstantVelocity(), 0.1, draw_plans=False)
+    seen_x = []
+
+    class Spy:
+        def observe(self, st, world):
+            layer.observe(st, world)
+
+        def __call__(self, st, world, index, accel):
+            ov = layer(st, world, index, accel)
+            seen_x.append((st.t_s, float(layer._sensed[0].x[0]), float(st.x[0])))
+            return ov
+
+    replay(tracks, ReplaySpec(ego_agent=10, ego_from_s=2.0), hook=Spy())
+    t_s, x_seen, x_now = seen_x[0]
+    assert t_s == pytest.approx(2.0)
+    # row 0 drives at 15 m/s: what the layer sees is 0.5 s (7.5 m) old
+    assert x_seen == pytest.approx(x_now - 7.5, abs=1e-4)
+
+
+def test_the_layer_watches_the_recording_before_the_takeover():
+    tracks = cut_in_recording()
+    layer = SafetyLayer("cv", NO_LC, ConstantVelocity(), 0.1, draw_plans=False)
+    watched, first = [], []
+
+    class Spy:
+        def observe(self, st, world):
+            watched.append(round(st.t_s, 3))
+            layer.observe(st, world)
+
+        def __call__(self, st, world, index, accel):
+            if not first:
+                h = layer.buffer.history(layer._sensed[-1], np.array([0]))
+                first.append(int(h.valid.sum()))
+            return layer(st, world, index, accel)
+
+    replay(tracks, ReplaySpec(ego_agent=10, ego_from_s=2.0), hook=Spy())
+    assert watched == [round(0.1 * k, 3) for k in range(20)]  # 0 .. 1.9 s
+    assert first == [11]  # at the takeover the forecaster gets the 1 s of past it asks for
+
+
+def test_cli_refuses_a_forecaster_made_for_another_time_step(tmp_path):
+    rec = tmp_path / "fast.npz"
+    write_tracks(rec, cut_in_recording(dt=0.04))
+    r = _cli("benchmark", "safety", "--suite", rec, "--egos", "1", "--avoidance", "none,rnn",
+             "--workers", "1")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "steps of 0.1 s, the replay at 0.04 s" in lines[0], r.stderr
