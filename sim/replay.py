@@ -415,6 +415,10 @@ class _Replay:
             st.v0_mps[r] = self._desired_speed(r, ego)
             st.vx[r] = st.speed[r] * math.cos(st.heading[r])
             st.vy[r] = st.speed[r] * math.sin(st.heading[r])
+            # its acceleration as recorded (a control hook's actuator starts from it)
+            st.accel[r] = 0.0
+            if r < n and not (ego and self.new_ego) and k > 0 and self.present[r, k - 1]:
+                st.accel[r] = (self.speed[r, k] - self.speed[r, k - 1]) / self.dt
             if not ego and r < n:
                 self.switched[int(tr.ids[r])] = round(float(k * self.dt), 6)
             for name in self.out:  # from now on the row is what the simulator makes of it
