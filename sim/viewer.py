@@ -484,6 +484,7 @@ class Viewer:
         self.paused = False
         self.follow = True
         self.selected_id = -1
+        self._auto_selected = False  # the selection is the viewer's stand-in for a missing ego
         self.quit = False
         self.headless = headless
         self.screenshot_dir = Path(screenshot_dir)
@@ -508,6 +509,7 @@ class Viewer:
         self._frame_key = None
         if not np.any(self.frame().vehicles.ego):
             self.selected_id = self._default_selection()
+            self._auto_selected = True
 
     # -- state of the view
     def _default_selection(self) -> int:
@@ -541,10 +543,14 @@ class Viewer:
     def _apply_follow(self, fr: Frame) -> None:
         if not self.follow:
             return
+        if self._auto_selected and fr.vehicles.ego.any():
+            # an ego appears later in the recording (a replay ego taking over): follow it
+            self.selected_id, self._auto_selected = -1, False
         row = self._target_row(fr.vehicles)
         if row < 0 and fr.vehicles.n and not fr.vehicles.ego.any():
             # the followed vehicle has left (replays without an ego): follow another
             self.selected_id = self._default_selection()
+            self._auto_selected = True
             row = self._target_row(fr.vehicles)
         if row < 0:
             return
@@ -682,6 +688,7 @@ class Viewer:
     def select_at(self, pos) -> None:
         """Select the vehicle under a screen point (or clear the selection)."""
         v = self.frame().vehicles
+        self._auto_selected = False
         if v.n == 0:
             self.selected_id = -1
             return
@@ -705,6 +712,7 @@ class Viewer:
         order = np.sort(v.ids)
         later = order[order > self.selected_id]
         self.selected_id = int(later[0] if len(later) else order[0])
+        self._auto_selected = False
         self.follow = True
 
     # -- time

@@ -278,3 +278,19 @@ def test_cli_refuses_a_forecaster_made_for_another_time_step(tmp_path):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "steps of 0.1 s, the replay at 0.04 s" in lines[0], r.stderr
+
+
+def test_the_viewer_follows_a_replay_ego_once_it_takes_over():
+    from sim import viewer as V
+
+    tracks = cut_in_recording(late_s=4.0)
+    out = replay(tracks, ReplaySpec(ego_agent=12, ego_from_s=6.0)).tracks
+    assert out.ego == 1 and not np.isfinite(out.x[1, 0])  # no ego on the first frame
+    vw = V.Viewer(V.ReplaySource(out, "late"), headless=True)
+    vw.draw()
+    assert vw.selected_id != 12  # it follows a stand-in until the ego is there
+    vw.source.seek_index(100)  # 10 s
+    vw.draw()
+    assert vw.selected_id == -1
+    v = vw.frame().vehicles
+    assert vw._target_row(v) == int(np.flatnonzero(v.ids == 12)[0]) and v.ego[vw._target_row(v)]
