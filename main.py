@@ -428,34 +428,13 @@ def replay_safety_layer(args, tracks, spec):
     its lane in a replay, so the layer's evasive lane changes are off."""
     if args.avoidance is None:
         return None
-    what = "run --avoidance"
     if not spec.has_ego:
-        raise InputError(f"{what}: a log replay needs an ego (--ego-agent or --ego-lane with "
-                         f"--ego-station)")
-    modes = parse_modes(args.avoidance, what, replay=True)
-    if len(modes) != 1:
-        raise InputError(f"{what}: one mode")
-    mode = modes[0]
-    import dataclasses
+        raise InputError("run --avoidance: a log replay needs an ego (--ego-agent or "
+                         "--ego-lane with --ego-station)")
+    from sim.replay import substep_s
 
-    from predictor.registry import make_predictor
-    from sim.avoidance import BUILTIN_MODES, SafetyLayer
-    from sim.replay import RecordedFuture, substep_s
-
-    dt = substep_s(tracks)
-    predictor = None
-    if mode == "oracle":
-        predictor = RecordedFuture(tracks, dt)
-    elif mode not in BUILTIN_MODES:
-        try:
-            predictor = make_predictor(mode, checkpoint=args.checkpoint, k=args.k)
-        except ValueError as exc:
-            raise InputError(f"{what} {mode}: {exc}") from None
-    params = dataclasses.replace(avoidance_params(args, "run"), lane_changes=False)
-    try:
-        return SafetyLayer(mode, params, predictor, dt, keep_plans=10**7, draw_plans=False)
-    except ValueError as exc:
-        raise InputError(f"{what} {mode}: {exc}") from None
+    return build_layer(args, args.avoidance, substep_s(tracks), replay_of=tracks,
+                       keep_plans=10**7, draw_plans=False)
 
 
 def replay_avoidance_summary(args, layer) -> dict:
@@ -468,9 +447,7 @@ def replay_avoidance_summary(args, layer) -> dict:
     plans = list(layer.plans.values())
     applied = np.array([p.applied_mps2 for p in plans])
     limit = SafetySettings().hard_brake_mps2
-    out = {"mode": layer.mode, "steps": len(plans),
-           "intervention_steps": sum(1 for p in plans if p.intervening),
-           "min_command_mps2": round(min((p.command_mps2 for p in plans), default=0.0), 3),
+    out = {**_plan_stats(layer), "steps": len(plans),
            "hard_brakes": int(len(hard_brake_onsets(applied, limit)))}
     say(args, f"  avoidance {layer.mode}: intervened in {out['intervention_steps']} of "
               f"{out['steps']} steps, hardest command {out['min_command_mps2']:.1f} m/s2, hard "
@@ -1078,12 +1055,14 @@ def avoidance_params(args, what: str):
 def _check_predictors(modes: list[str], checkpoint, k: int, what: str,
                       dt_s: float | None = None) -> None:
     """Build each predictor mode's forecaster once here, so a bad checkpoint (or one made
-    for another time step than dt_s, when given) is one line."""
+    for another time step than a replay's dt_s, when given) is one line. `oracle` is built
+    per episode."""
     from predictor.registry import make_predictor
     from sim.avoidance import BUILTIN_MODES
+    from sim.safety import REPLAY_MODES
 
     for m in modes:
-        if m not in BUILTIN_MODES:
+        if m not in BUILTIN_MODES + REPLAY_MODES:
             try:
                 p = make_predictor(m, checkpoint=checkpoint, k=k)
             except ValueError as exc:
@@ -1105,24 +1084,41 @@ def safety_layer(args, world):
             return None
     if spec.ego is None:
         raise InputError("run --avoidance: the scenario has no ego")
-    mode = parse_modes(mode, "run --avoidance")
-    if len(mode) != 1:
-        raise InputError("run --avoidance: one mode")
-    mode = mode[0]
+    return build_layer(args, mode, spec.dt_s, seed=spec.seed)
+
+
+def build_layer(args, text: str, dt_s: float, replay_of=None, **layer_kw):
+    """The SafetyLayer of one --avoidance mode at steps of dt_s (InputError, one line, for a
+    bad mode, checkpoint or time step). replay_of: the recording of a log replay, which
+    allows `oracle` (its recorded future) and turns the layer's lane changes off (the replay
+    ego keeps its lane)."""
+    import dataclasses
+
     from predictor.registry import make_predictor
     from sim.avoidance import BUILTIN_MODES, SafetyLayer
 
+    what = "run --avoidance"
+    modes = parse_modes(text, what, replay=replay_of is not None)
+    if len(modes) != 1:
+        raise InputError(f"{what}: one mode")
+    mode = modes[0]
+    params = avoidance_params(args, "run")
     predictor = None
-    if mode not in BUILTIN_MODES:
+    if replay_of is not None:
+        from sim.replay import RecordedFuture
+
+        params = dataclasses.replace(params, lane_changes=False)
+        if mode == "oracle":
+            predictor = RecordedFuture(replay_of, dt_s)
+    if mode not in BUILTIN_MODES and predictor is None:
         try:
             predictor = make_predictor(mode, checkpoint=args.checkpoint, k=args.k)
         except ValueError as exc:
-            raise InputError(f"run --avoidance {mode}: {exc}") from None
+            raise InputError(f"{what} {mode}: {exc}") from None
     try:
-        return SafetyLayer(mode, avoidance_params(args, "run"), predictor, spec.dt_s,
-                           seed=spec.seed)
+        return SafetyLayer(mode, params, predictor, dt_s, **layer_kw)
     except ValueError as exc:
-        raise InputError(f"run --avoidance {mode}: {exc}") from None
+        raise InputError(f"{what} {mode}: {exc}") from None
 
 
 def plan_annotation(layer):
@@ -1140,12 +1136,17 @@ def plan_annotation(layer):
     return annotate
 
 
+def _plan_stats(layer) -> dict:
+    """The layer's mode, how many of its kept plans intervened, its hardest command."""
+    plans = layer.plans.values()
+    return {"mode": layer.mode,
+            "intervention_steps": sum(1 for p in plans if p.intervening),
+            "min_command_mps2": round(min((p.command_mps2 for p in plans), default=0.0), 3)}
+
+
 def avoidance_summary(args, layer, state) -> dict:
-    plans = list(layer.plans.values())
-    out = {"mode": layer.mode,
-           "intervention_steps": sum(1 for p in plans if p.intervening),
-           "min_command_mps2": round(min((p.command_mps2 for p in plans), default=0.0), 3),
-           "ego_collided": bool(state.active[0] and state.collided[0])}
+    plans = layer.plans
+    out = {**_plan_stats(layer), "ego_collided": bool(state.active[0] and state.collided[0])}
     say(args, f"  avoidance {layer.mode}: intervened in {out['intervention_steps']} steps, "
               f"hardest command {out['min_command_mps2']:.1f} m/s2"
               + (" (last plans only)" if len(plans) >= layer.keep_plans else ""))
@@ -1204,7 +1205,7 @@ def cmd_benchmark_safety(args) -> int:
         from sim.replay import substep_s
 
         dt_s = substep_s(next(iter(recordings.values())))
-    _check_predictors([m for m in modes if m != "oracle"], args.checkpoint, args.k, what, dt_s)
+    _check_predictors(modes, args.checkpoint, args.k, what, dt_s)
     workers = args.workers or os.cpu_count() or 1
     factory = functools.partial(make_predictor, checkpoint=args.checkpoint, k=args.k)
     n_jobs = len(specs) * len(modes)

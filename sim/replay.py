@@ -123,12 +123,15 @@ class ReplayResult:
     ego_min_gap_m: float = float("inf")  # smallest bumper gap to its leader while driving
     road_fitted: bool = False
     steps: int = 0
-    # of ego_collisions, those where the ego ran into a vehicle ahead of it (`_ran_into`);
-    # the others hit the ego from behind or merged into its side
-    ego_front_collisions: int = 0
     # each ego collision: t_s, partner_id, ran_into, ego_speed_mps and rel_speed_mps (on
     # the frame before the contact)
     ego_contacts: list[dict] = field(default_factory=list)
+
+    @property
+    def ego_front_collisions(self) -> int:
+        """Of ego_collisions, those where the ego ran into a vehicle ahead of it
+        (`_ran_into`); the others hit the ego from behind or merged into its side."""
+        return sum(1 for c in self.ego_contacts if c["ran_into"])
 
 
 # ---- a road for roadless recordings ------------------------------------------------------
@@ -261,8 +264,7 @@ def replay(tracks: Tracks, spec: ReplaySpec = ReplaySpec(), road: Road | None = 
     OBSERVE_S of recorded traffic before the ego takes over. ReplayError on a spec that does
     not fit the recording."""
     fitted = road is None and tracks.road is None
-    road = road if road is not None else (tracks.road if tracks.road is not None
-                                          else fit_road(tracks))
+    road = road if road is not None else road_of(tracks)
     sim = _Replay(tracks, spec, road, hook)
     sim.run(progress)
     return sim.result(fitted)
@@ -288,7 +290,7 @@ class _Replay:
             self.k_end = min(n_t - 1, int(round(spec.duration_s / self.dt)))
             if self.k_end < 1:
                 raise ReplayError("duration_s: shorter than one step of the recording")
-        self.n_sub = max(1, int(math.ceil(self.dt / MAX_SUBSTEP_S - 1e-9)))
+        self.n_sub = _n_substeps(self.dt)
         self.present = tracks.present
         self.speed = np.hypot(tracks.vx, tracks.vy)
         self.new_ego = spec.ego_lane is not None
@@ -316,7 +318,6 @@ class _Replay:
         self.collided = np.zeros((cap, n_t), bool)
         self.switched: dict[int, float] = {}
         self.ego_collisions = self.sim_collisions = self.data_collisions = 0
-        self.ego_front_collisions = 0
         self.ego_contacts: list[dict] = []
         self.ego_dist = 0.0
         self.ego_speed_sum = 0.0
@@ -416,9 +417,8 @@ class _Replay:
             st.vx[r] = st.speed[r] * math.cos(st.heading[r])
             st.vy[r] = st.speed[r] * math.sin(st.heading[r])
             # its acceleration as recorded (a control hook's actuator starts from it)
-            st.accel[r] = 0.0
-            if r < n and not (ego and self.new_ego) and k > 0 and self.present[r, k - 1]:
-                st.accel[r] = (self.speed[r, k] - self.speed[r, k - 1]) / self.dt
+            st.accel[r] = 0.0 if (ego and self.new_ego) else self._recorded_accel(
+                np.array([r]), k)[0]
             if not ego and r < n:
                 self.switched[int(tr.ids[r])] = round(float(k * self.dt), 6)
             for name in self.out:  # from now on the row is what the simulator makes of it
@@ -509,16 +509,10 @@ class _Replay:
         """Show a control hook with an `observe(state, world)` method the recorded traffic
         at a (sub-)step before the ego is driven (what its sensors saw before it takes
         over); nothing is simulated."""
-        st = self.st
-        h_s = self.dt / self.n_sub
-        rows, x, y, h, v = self._recorded_at(k, sub / self.n_sub)
-        st.x[rows], st.y[rows], st.heading[rows], st.speed[rows] = x, y, h, v
-        st.active[: self.tr.n_agents] = False
-        st.active[rows] = True
+        rows = self._place_recorded(k, sub)
         self._recorded_motion(k, sub / self.n_sub, rows)
         self._lanes_for_index()
-        observe(st.evolve(t_s=float(self.tr.t[k] - self.tr.t[0]) + sub * h_s,
-                          step=k * self.n_sub + sub), self.world_view)
+        observe(self._hook_state(k, sub), self.world_view)
 
     def _check_clear_at_insert(self, k: int) -> None:
         r = self.ego_row
@@ -555,6 +549,22 @@ class _Replay:
             v = v + frac * (self.speed[rows, k + 1] - v)
         return rows, x, y, h, v
 
+    def _place_recorded(self, k: int, sub: int) -> np.ndarray:
+        """Put the recorded rows where their tracks are at sub-step `sub` of frame k (the
+        only active recorded rows then); returns them."""
+        st = self.st
+        rows, x, y, h, v = self._recorded_at(k, sub / self.n_sub)
+        st.x[rows], st.y[rows], st.heading[rows], st.speed[rows] = x, y, h, v
+        st.active[: self.tr.n_agents] = False
+        st.active[rows] = True
+        return rows
+
+    def _hook_state(self, k: int, sub: int) -> TrafficState:
+        """The state as a control hook sees it: stamped with the replay's time (s from the
+        recording's first time stamp) and (sub-)step."""
+        return self.st.evolve(t_s=float(self.tr.t[k] - self.tr.t[0])
+                              + sub * self.dt / self.n_sub, step=k * self.n_sub + sub)
+
     def _advance(self, k: int, sub: int) -> None:
         """Simulated rows take one sub-step; recorded rows stand where their track puts them
         at its start."""
@@ -563,10 +573,7 @@ class _Replay:
         sim_rows = np.flatnonzero(self.mode == 1)
         if len(sim_rows) == 0:
             return
-        rows, x, y, h, v = self._recorded_at(k, sub / self.n_sub)
-        st.x[rows], st.y[rows], st.heading[rows], st.speed[rows] = x, y, h, v
-        st.active[: self.tr.n_agents] = False
-        st.active[rows] = True
+        rows = self._place_recorded(k, sub)
         st.active[sim_rows] = True
         lead, gap = self._leaders(sim_rows)
         has = lead >= 0
@@ -588,9 +595,7 @@ class _Replay:
             full[sim_rows] = accel
             index = behavior.build_lane_index(*self._lanes_for_index())
             self._recorded_motion(k, sub / self.n_sub, rows)
-            seen = st.evolve(t_s=float(self.tr.t[k] - self.tr.t[0]) + sub * h_s,
-                             step=k * self.n_sub + sub)
-            ov = self.hook(seen, self.world_view, index, full)
+            ov = self.hook(self._hook_state(k, sub), self.world_view, index, full)
             if ov is not None:
                 a = np.asarray(ov.accel_mps2, float)
                 mine = self.mode[ov.rows] == 1
@@ -634,10 +639,14 @@ class _Replay:
             vx = np.where(nxt, vx + frac * (tr.vx[rows, k1] - vx), vx)
             vy = np.where(nxt, vy + frac * (tr.vy[rows, k1] - vy), vy)
         st.vx[rows], st.vy[rows] = vx, vy
-        # acceleration: the recorded speed's change over the frame before (causal)
+        st.accel[rows] = self._recorded_accel(rows, k)
+
+    def _recorded_accel(self, rows: np.ndarray, k: int) -> np.ndarray:
+        """(R,) m/s^2 the recorded speed's change over the frame before k (causal; 0 on an
+        agent's first frame)."""
         prev = self.present[rows, max(k - 1, 0)] & (k > 0)
-        st.accel[rows] = np.where(prev, (self.speed[rows, k] - self.speed[rows, max(k - 1, 0)])
-                                  / self.dt, 0.0)
+        return np.where(prev, (self.speed[rows, k] - self.speed[rows, max(k - 1, 0)])
+                        / self.dt, 0.0)
 
     def _lanes_for_index(self):
         """Lanes and stations of every present row (recorded rows located on the road)."""
@@ -825,30 +834,32 @@ class _Replay:
             if self.ego_row in (i, jj) and self.mode[self.ego_row] == 1:
                 self.ego_collisions += 1
                 o = jj if i == self.ego_row else i
-                ran_into = self._ran_into(o, k)
-                self.ego_front_collisions += int(ran_into)
-                self.ego_contacts.append(self._contact(o, k, ran_into))
+                self.ego_contacts.append(self._contact(o, k, self._ran_into(o, k)))
             elif self.mode[i] != 0 or self.mode[jj] != 0:
                 self.sim_collisions += 1
             else:
                 self.data_collisions += 1
         self.prev_pairs = pairs
 
+    def _frame_before(self, other: int, k: int) -> int:
+        """The frame before a contact at frame k when the ego and `other` are both in it,
+        else k."""
+        both = k > 0 and np.isfinite(self.out["x"][[self.ego_row, other], k - 1]).all()
+        return k - 1 if both else k
+
     def _ran_into(self, other: int, k: int) -> bool:
         """Whether the ego ran into `other` (their contact at frame k): on the frame before,
         the other was ahead of the ego along its heading, the gap that closed was the
         longitudinal one (the lateral one for a vehicle merging into the ego's side), and the
         ego was faster along its heading than the other (and moving forward)."""
-        out, e = self.out, self.ego_row
-        j = k - 1 if k > 0 and np.isfinite(out["x"][[e, other], k - 1]).all() else k
+        out, e, st = self.out, self.ego_row, self.st
+        j = self._frame_before(other, k)
         h = float(out["heading"][e, j])
         dx, dy = out["x"][other, j] - out["x"][e, j], out["y"][other, j] - out["y"][e, j]
         lon = dx * math.cos(h) + dy * math.sin(h)
         lat = -dx * math.sin(h) + dy * math.cos(h)
-        length = self.st.length if other >= self.tr.n_agents else self.tr.length
-        width = self.st.width if other >= self.tr.n_agents else self.tr.width
-        lon_gap = abs(lon) - 0.5 * (self.st.length[e] + float(length[other]))
-        lat_gap = abs(lat) - 0.5 * (self.st.width[e] + float(width[other]))
+        lon_gap = abs(lon) - 0.5 * float(st.length[e] + st.length[other])
+        lat_gap = abs(lat) - 0.5 * float(st.width[e] + st.width[other])
         # and the ego moved toward it (not: a stopped ego that a recorded car backs into)
         v_e = out["vx"][e, j] * math.cos(h) + out["vy"][e, j] * math.sin(h)
         v_o = out["vx"][other, j] * math.cos(h) + out["vy"][other, j] * math.sin(h)
@@ -858,11 +869,10 @@ class _Replay:
         """A new ego collision at frame k: when, with whom, and the speeds on the frame
         before it."""
         out, e = self.out, self.ego_row
-        j = k - 1 if k > 0 and np.isfinite(out["x"][[e, other], k - 1]).all() else k
+        j = self._frame_before(other, k)
         vx, vy = out["vx"][[e, other], j].astype(float), out["vy"][[e, other], j].astype(float)
-        ids = self.st.ids if other >= self.tr.n_agents else self.tr.ids
         return {"t_s": round(float(self.tr.t[k] - self.tr.t[0]), 4),
-                "partner_id": int(ids[other]), "ran_into": ran_into,
+                "partner_id": int(self.st.ids[other]), "ran_into": ran_into,
                 "ego_speed_mps": float(math.hypot(vx[0], vy[0])),
                 "rel_speed_mps": float(math.hypot(vx[0] - vx[1], vy[0] - vy[1]))}
 
@@ -907,15 +917,24 @@ class _Replay:
             ego_id=int(ids[self.ego_row]) if self.ego_row >= 0 else None,
             ego_from_s=self.ego_from_s, ego_distance_m=self.ego_dist,
             ego_mean_speed_mps=mean_v, ego_min_gap_m=self.ego_min_gap, road_fitted=fitted,
-            steps=self.k_end, ego_front_collisions=self.ego_front_collisions,
-            ego_contacts=list(self.ego_contacts))
+            steps=self.k_end, ego_contacts=list(self.ego_contacts))
+
+
+def _n_substeps(frame_dt_s: float) -> int:
+    """Sub-steps per recorded frame: frames coarser than MAX_SUBSTEP_S are split."""
+    return max(1, int(math.ceil(frame_dt_s / MAX_SUBSTEP_S - 1e-9)))
 
 
 def substep_s(tracks: Tracks) -> float:
     """The replay's simulation step for a recording, s: its frame interval, split into
     sub-steps of at most MAX_SUBSTEP_S (what a control hook's forecaster must work at)."""
     dt = float(tracks.t[1] - tracks.t[0])
-    return dt / max(1, int(math.ceil(dt / MAX_SUBSTEP_S - 1e-9)))
+    return dt / _n_substeps(dt)
+
+
+def road_of(tracks: Tracks) -> Road:
+    """The road a recording is replayed on: its own, else one fitted to it."""
+    return tracks.road if tracks.road is not None else fit_road(tracks)
 
 
 @dataclass

@@ -233,9 +233,9 @@ def run_episode(spec: WorldSpec, mode: str, predictor=None,
         if track_end and _resolved(st, i, v_lead):
             ended = "resolved"
             break
-    out.update(ended=ended)
-    out.update(_ego_metrics(speed, applied, intervening, dt, settings, min_ttc, min_gap))
     onsets = hard_brake_onsets(np.asarray(applied), settings.hard_brake_mps2)
+    out.update(ended=ended)
+    out.update(_ego_metrics(speed, applied, onsets, intervening, dt, min_ttc, min_gap))
     # a hard brake starts at most the actuation delay plus the brake build-up after the
     # command that caused it
     lag = (params.steps(params.actuation_delay_s, dt)
@@ -257,14 +257,13 @@ def run_episode(spec: WorldSpec, mode: str, predictor=None,
     return out
 
 
-def _ego_metrics(speed: list[float], applied: list[float], intervening: list[bool],
-                 dt: float, settings: SafetySettings, min_ttc: float, min_gap: float) -> dict:
-    """An episode's per-step ego trace (speed m/s, applied acceleration m/s^2, whether the
-    layer intervened) -> steps, duration, TTC and gap minima, hard brakes, speed, distance,
-    deceleration, jerk and intervention time (docs/safety.md)."""
+def _ego_metrics(speed: list[float], applied: list[float], onsets: np.ndarray,
+                 intervening: list[bool], dt: float, min_ttc: float, min_gap: float) -> dict:
+    """An episode's per-step ego trace (speed m/s, applied acceleration m/s^2, its hard
+    brake onsets, whether the layer intervened) -> steps, duration, TTC and gap minima, hard
+    brakes, speed, distance, deceleration, jerk and intervention time (docs/safety.md)."""
     speed_a = np.asarray(speed)
     acc = np.asarray(applied)
-    onsets = hard_brake_onsets(acc, settings.hard_brake_mps2)
     jerk = np.diff(np.concatenate([[acc[0] if len(acc) else 0.0], acc])) / dt
     n = len(speed_a)
     distance_m = float(np.sum(speed_a) * dt)
@@ -363,13 +362,13 @@ def run_replay_episode(ep: ReplayEpisode, tracks, mode: str, predictor=None,
     see the ego, so being hit from behind or at the side is theirs. No false alarms: a replay
     cannot be re-run from the middle (they are None). road: the recording's road (default:
     its own, else fitted to the whole recording, as `run` does)."""
-    from sim.replay import RecordedFuture, ReplaySpec, fit_road, replay, substep_s
+    from sim.replay import RecordedFuture, ReplaySpec, replay, road_of, substep_s
     from sim.tracks import time_window
 
     params = replace(params or AvoidanceParams(), lane_changes=False)
     settings = settings or SafetySettings()
     if road is None:
-        road = tracks.road if tracks.road is not None else fit_road(tracks)
+        road = road_of(tracks)
     # only the frames of the episode (from the agent's first one, and the recorded future
     # an oracle looks into past its end): the rest of the recording plays no part
     row = int(np.flatnonzero(tracks.ids == ep.ego_agent)[0])
@@ -411,8 +410,9 @@ def run_replay_episode(ep: ReplayEpisode, tracks, mode: str, predictor=None,
     if out["collided"]:
         min_ttc = min_gap = 0.0
     out["ended"] = ended
-    out.update(_ego_metrics(probe.speed[:n], probe.applied[:n], probe.intervening[:n], dt,
-                            settings, min_ttc, min_gap))
+    onsets = hard_brake_onsets(np.asarray(probe.applied[:n]), settings.hard_brake_mps2)
+    out.update(_ego_metrics(probe.speed[:n], probe.applied[:n], onsets, probe.intervening[:n],
+                            dt, min_ttc, min_gap))
     out.update(layer_hard_brakes=None, false_alarms=None, false_alarm_t_s=[])
     return out
 
@@ -455,9 +455,9 @@ def _run_job(job: Job) -> tuple[int, dict]:
         name = job.spec.name
         tracks, roads = _WORKER["recordings"][name], _WORKER["roads"]
         if name not in roads:  # fitted once per recording and worker
-            from sim.replay import fit_road
+            from sim.replay import road_of
 
-            roads[name] = tracks.road if tracks.road is not None else fit_road(tracks)
+            roads[name] = road_of(tracks)
         return job.index, run_replay_episode(job.spec, tracks, job.mode,
                                              _predictor_for(job.mode), _WORKER["params"],
                                              _WORKER["settings"], roads[name])
