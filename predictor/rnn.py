@@ -158,19 +158,16 @@ def make_features(history: History, config: RnnConfig) -> Features:
     nb_mask = np.zeros((s, m), bool)
     m_in = min(m, history.n_neighbors)
     if m_in:
-        nb_valid = history.nb_valid[:, :m_in]
-        cols = []
-        for lag in config.nb_lag_steps:
-            idx = -1 - min(lag, h_in - 1)
-            p = to_agent(history.nb_xy[:, :m_in, idx], origin, cos, sin)
-            ok = nb_valid[:, :, idx]
-            cols.append((np.where(ok[..., None], p, 0.0), ok))
+        lags = [-1 - min(lag, h_in - 1) for lag in config.nb_lag_steps]  # now and two past
+        ok = history.nb_valid[:, :m_in][:, :, lags]  # (S, M, 3)
+        p = to_agent(history.nb_xy[:, :m_in][:, :, lags], origin, cos, sin)  # (S, M, 3, 2)
+        p = np.where(ok[..., None], p, 0.0)
         v = rotate_to_agent(history.nb_vxy[:, :m_in, -1], cos, sin)
-        ok_now = nb_valid[:, :, -1]
-        feats = [cols[0][0], cols[1][0], cols[2][0], np.where(ok_now[..., None], v, 0.0),
+        ok_now = ok[:, :, 0]
+        feats = [p[:, :, 0], p[:, :, 1], p[:, :, 2], np.where(ok_now[..., None], v, 0.0),
                  np.nan_to_num(history.nb_length[:, :m_in, None]),
                  np.nan_to_num(history.nb_width[:, :m_in, None]),
-                 cols[1][1][..., None].astype(float), cols[2][1][..., None].astype(float)]
+                 ok[:, :, 1:].astype(float)]
         neighbors[:, :m_in] = np.concatenate(feats, axis=-1)
         nb_mask[:, :m_in] = ok_now
         neighbors[~nb_mask] = 0.0

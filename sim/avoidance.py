@@ -557,14 +557,20 @@ def score_plans(cand: Candidates, fc: Forecast, road: Road, ego_length_m: float,
         z = np.zeros(c_n)
         return Scores(z, z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(),
                       z.copy(), np.full(c_n, np.inf), np.zeros((c_n, 0)), np.zeros((c_n, 0)))
-    lanes, which = np.unique(cand.lane, return_inverse=True)
+    if np.all(cand.lane == cand.lane[0]):  # the usual case: every plan keeps the lane
+        lanes, which = cand.lane[:1], None
+    else:
+        lanes, which = np.unique(cand.lane, return_inverse=True)
     xy = fc.xy
-    steps = np.diff(xy, axis=2, prepend=np.broadcast_to(
-        fc.xy_now[:, None, None, :], (*xy.shape[:2], 1, 2)))  # (A, K, F, 2)
+    prev = np.empty_like(xy)
+    prev[:, :, 0] = fc.xy_now[:, None, :]
+    prev[:, :, 1:] = xy[:, :, :-1]
+    steps = xy - prev  # (A, K, F, 2)
     travelled = np.cumsum(np.hypot(steps[..., 0], steps[..., 1]), axis=-1)
     vxy = steps / dt_s
     # per lane the plans drive in: the agents' Frenet coordinates and what depends on them
-    # alone, stacked (L, 8, A, K, F), then taken for each plan (C, 8, A, K, F)
+    # alone, eight arrays (L, A, K, F), then taken for each plan (C, A, K, F) (one lane: kept
+    # (1, A, K, F), broadcast against the plans)
     b_a, b_c = 2.0 * params.agent_brake_mps2, 2.0 * params.comfort_brake_mps2
     floor = params.sigma_floor_m
     sx2, sy2 = fc.sigma[..., 0] ** 2, fc.sigma[..., 1] ** 2
@@ -578,11 +584,14 @@ def score_plans(cand: Candidates, fc: Forecast, road: Road, ego_length_m: float,
                          np.maximum(np.sqrt(ch * ch * sx2 + sh * sh * sy2), floor),
                          np.maximum(np.sqrt(sh * sh * sx2 + ch * ch * sy2), floor),
                          v_a, va2 / b_a, va2 / b_c))
-    g = np.asarray(per_lane)[which]
-    lon = g[:, 0] - cand.s[:, None, None, :]  # (C, A, K, F)
-    lat = g[:, 1] - cand.d[:, None, None, :]
-    dh = g[:, 2] - cand.rel_heading[:, None, None, :]
-    sig_lon, sig_lat, v_a = g[:, 3], g[:, 4], g[:, 5]
+    if which is None:
+        g = [x[None] for x in per_lane[0]]
+    else:
+        g = [np.stack(x)[which] for x in zip(*per_lane)]
+    lon = g[0] - cand.s[:, None, None, :]  # (C, A, K, F)
+    lat = g[1] - cand.d[:, None, None, :]
+    dh = g[2] - cand.rel_heading[:, None, None, :]
+    sig_lon, sig_lat, v_a = g[3], g[4], g[5]
     cd, sd = np.abs(np.cos(dh)), np.abs(np.sin(dh))
     la, wa = fc.length[None, :, None, None], fc.width[None, :, None, None]
     body_l = 0.5 * ego_length_m + 0.5 * (la * cd + wa * sd)
@@ -607,9 +616,9 @@ def score_plans(cand: Candidates, fc: Forecast, road: Road, ego_length_m: float,
     t_c = max(react_s, params.comfort_time_gap_s)
     ve2 = v_e ** 2
     viol = p_lat * ndtr(np.where(ahead, v_e * tau[:, None, None, :]
-                                 + ve2 / (2.0 * params.fallback_brake_mps2) - gap - g[:, 6],
+                                 + ve2 / (2.0 * params.fallback_brake_mps2) - gap - g[6],
                                  need_back - gap) / sig_lon)
-    comfy = p_lat * ndtr(np.where(ahead, v_e * t_c + ve2 / b_c - gap - g[:, 7],
+    comfy = p_lat * ndtr(np.where(ahead, v_e * t_c + ve2 / b_c - gap - g[7],
                                   need_back - gap) / sig_lon)
     counts = ahead | lc  # overlap always counts; the distances ahead, and behind in a change
     viol = np.where(counts, np.maximum(viol, p), p)[..., act:]
