@@ -71,6 +71,12 @@ class AvoidanceParams:
     keep_lane_accels_mps2: tuple[float, ...] = (1.0, 0.5, 0.0, -0.5, -1.0, -1.5, -2.0, -2.5,
                                                 -3.0, -4.0, -5.0, -6.0, -7.0, -8.0, -9.0)
     lane_change_accels_mps2: tuple[float, ...] = (0.0, -2.0, -4.0)
+    # the driver braking harder than this (its hard brake): gentler braking commands are
+    # candidates too, and the layer follows one that keeps every safety limit (a forecast
+    # showing that the vehicle ahead leaves room); ease_driver_braking=False: the layer
+    # only ever brakes harder than the driver
+    ease_driver_braking: bool = True
+    ease_from_mps2: float = 4.0
     accel_hold_s: float = 1.0  # a plan accelerating (the driver's too) does so this long
     lane_changes: bool = True  # evasive lane changes among the candidates
     lane_change_s: float = 3.0  # duration of an evasive lane change (minimum-jerk profile)
@@ -325,14 +331,20 @@ def lane_change_targets(st: TrafficState, road: Road, params: AvoidanceParams,
     return out
 
 
+def easing(params: AvoidanceParams, nominal_mps2: float) -> bool:
+    """Whether the layer weighs braking less hard than the driver (who brakes hard now)."""
+    return params.ease_driver_braking and nominal_mps2 <= -params.ease_from_mps2
+
+
 def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actuator,
                     params: AvoidanceParams, dt_s: float, full: bool,
                     lateral_gain_1ps: float = 1.5, ego: int = EGO) -> Candidates:
     """The nominal plan (and, when `full`, the others) rolled out over the horizon.
 
-    Keep-lane plans hold an acceleration command below the nominal one (the layer only ever
-    brakes harder than the driver wants; a positive command lasts accel_hold_s, as a driver
-    re-decides); lane-change plans move into an adjacent lane with
+    Keep-lane plans hold an acceleration command below the nominal one (the layer brakes
+    harder than the driver wants; a positive command lasts accel_hold_s, as a driver
+    re-decides), and, when the driver brakes hard (`easing`), the braking commands gentler
+    than the driver's too; lane-change plans move into an adjacent lane with
     the minimum-jerk profile of sim/behavior.py over lane_change_s. The path follows the lane
     centre line (and its successor where it ends) at the ego's lateral offset, which decays
     as the lane keeping makes it; an ongoing lane change continues its profile.
@@ -341,8 +353,9 @@ def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actu
     a_nom = min(max(nominal_mps2, -params.max_brake_mps2), params.max_accel_mps2)
     accel, side, lane = [a_nom], [KEEP], [int(st.lane[ego])]
     if full:
+        ease = easing(params, nominal_mps2)
         for a in params.keep_lane_accels_mps2:
-            if a < a_nom - 1e-6:
+            if a < a_nom - 1e-6 or (ease and a_nom + 1e-6 < a < 0.0):
                 accel.append(a)
                 side.append(KEEP)
                 lane.append(int(st.lane[ego]))
@@ -735,8 +748,9 @@ def choose(sc: Scores, cost: np.ndarray, cand: Candidates, releasing: bool,
     """The plan to follow and why. The nominal one (index 0) while its probabilities are
     within `limits` (collision and safe distance now: p_accept; safe distance along the
     forecast: p_margin_accept; comfortable distance: p_comfort_accept; tighter while
-    `releasing` an intervention); else the cheapest plan within them braking no harder
-    than comfort_brake_mps2 or as the driver does ("comfortable"); else the cheapest within
+    `releasing` an intervention) and the driver does not brake hard (see `easing`); else
+    the cheapest plan within them braking no harder than comfort_brake_mps2 or as the
+    driver does unless hard ("comfortable"); else the cheapest within
     the first three braking no harder than that ("gentle"; comfort violations cost), or
     braking harder ("safe"; comfort no longer counts); else, of the plans without a likely
     collision, the one that best keeps the safe distance now (p_now), then over the plan
@@ -749,10 +763,11 @@ def choose(sc: Scores, cost: np.ndarray, cand: Candidates, releasing: bool,
     no_crash = sc.p_collision <= lim
     safe = no_crash & (sc.p_now <= lim) & (sc.p_margin <= lim_m)
     gentle = cand.accel_mps2 >= -params.comfort_brake_mps2 - 1e-9
-    gentle[0] = True  # whatever the driver does already
+    gentle[0] = not easing(params, float(cand.accel_mps2[0]))  # the driver's own, unless hard
     comfortable = safe & (sc.p_comfort <= lim_c) & gentle
     if comfortable[0]:
         return 0, "nominal"
+    # (a driver braking hard is followed only when no gentler plan is safe: "safe" tier)
     # braking harder than gently is for safety only: comfort no longer counts there
     hard_cost = cost - params.w_comfort * sc.comfort_s
     for tier, ok, c in (("comfortable", comfortable, cost), ("gentle", safe & gentle, cost),
@@ -1135,7 +1150,7 @@ class SafetyLayer:
                         plan_xy=self._xy(cand, road, 0))
         fc = self.forecast(st, seen, rows, road)
         nom = None
-        if not self.intervening:  # the nominal plan alone first: the usual case
+        if not (self.intervening or easing(p, nominal)):  # the nominal plan alone first
             cand = plan_candidates(st, road, nominal, act, p, dt, full=False, ego=self.ego)
             sc = score_plans(cand, fc, road, length, width, p, dt)
             nom = (_severity(sc, p), fc.ids)
@@ -1162,6 +1177,8 @@ class SafetyLayer:
             action = f"emergency brake {a:.1f} m/s2"
         elif side != KEEP:
             action = f"lane change {_SIDE_NAMES[side]}" + (f", {a:+.1f} m/s2" if a else "")
+        elif a > nominal:
+            action = f"ease braking {a:.1f} m/s2 (driver {nominal:.1f})"
         else:
             action = f"brake {a:.1f} m/s2" if a < 0 else f"limit accel {a:+.1f} m/s2"
         p_agent, ids = nom

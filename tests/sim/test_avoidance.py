@@ -218,6 +218,48 @@ def test_scores_flag_a_stopped_car_ahead_but_not_a_car_in_the_next_lane(state_fa
     assert best != 0 and kind in ("comfortable", "safe", "restore")
 
 
+def test_a_driver_braking_hard_is_eased_only_where_a_gentler_plan_is_safe(state_factory):
+    # the driver (nominal) brakes at 6 m/s^2; a car 60 m ahead at 22 m/s leaves room for
+    # braking gently, a stopped car 40 m ahead does not
+    roomy = [{"lane": 1, "station_m": 300.0, "speed_mps": 25.0, "length": 4.7, "width": 1.9},
+             {"lane": 1, "station_m": 365.0, "speed_mps": 22.0}]
+    tight = [roomy[0], {"lane": 1, "station_m": 345.0, "speed_mps": 0.0}]
+    chosen = {}
+    for name, vehicles in (("roomy", roomy), ("tight", tight)):
+        road, st, layer = _layer_state(state_factory, vehicles)
+        layer.buffer.push(st)
+        fc = layer.forecast(st, st, np.array([1]), road)
+        cand = A.plan_candidates(st, road, -6.0, layer.actuator, P, DT, full=True)
+        keep = cand.accel_mps2[cand.side == A.KEEP]
+        assert np.any((keep > -6.0) & (keep < 0.0)) and keep.max() < 0.0  # gentler, no coasting
+        sc = A.score_plans(cand, fc, road, 4.7, 1.9, P, DT)
+        best, kind = A.choose(sc, A.plan_costs(cand, sc, -6.0, 30.0, P, DT), cand, False, P)
+        chosen[name] = float(cand.accel_mps2[best])
+        # without easing the layer never brakes less than the driver
+        off = dataclasses.replace(P, ease_driver_braking=False)
+        c2 = A.plan_candidates(st, road, -6.0, layer.actuator, off, DT, full=True)
+        assert np.all(c2.accel_mps2[c2.side == A.KEEP] <= -6.0)
+    assert chosen["roomy"] > -P.ease_from_mps2  # no hard brake needed
+    assert chosen["tight"] <= -6.0  # the driver's braking (or harder) is needed
+
+
+def test_easing_the_driver_turns_a_cut_in_into_fewer_hard_brakes():
+    # the cutter 25 m ahead: the driver (IDM, 1.2 s time gap) brakes at 9 m/s^2 once it is in
+    # the lane; the forecast shows that 3 m/s^2 keeps every safety limit
+    spec = cut_in_spec(gap_m=25.0, lateral_s=2.5, cutter_kph=80.0)
+    applied = {}
+    for ease in (True, False):
+        params = dataclasses.replace(P, ease_driver_braking=ease)
+        res, layer = closed_loop(spec, "cv", ConstantVelocity(), params)
+        assert not res.tracks.collided[res.tracks.ego].any()
+        e = res.tracks.ego
+        speed = np.hypot(res.tracks.vx[e], res.tracks.vy[e])
+        applied[ease] = np.diff(speed[np.isfinite(speed)]) / spec.dt_s
+        if ease:
+            assert any(p.action.startswith("ease braking") for p in layer.plans.values())
+    assert applied[False].min() < -8.0 and applied[True].min() > -P.ease_from_mps2
+
+
 def test_uncertainty_turns_a_near_miss_into_a_risk(state_factory):
     road, st, layer = _layer_state(state_factory, [
         {"lane": 1, "station_m": 300.0, "speed_mps": 20.0, "length": 4.7, "width": 1.9},
