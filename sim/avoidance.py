@@ -261,7 +261,8 @@ class Candidates:
     (C, F) m/s^2 the acceleration acting over each step. fallback_stop_m (C,): the distance
     to a standstill issuing the plan's command now and fallback_brake_mps2 from the next
     step. s0, d0, rel_heading0: the ego now in the first plan's lane. turn: the ego's route
-    (for paths through junctions). Candidate 0 is the nominal plan."""
+    (for paths through junctions). easing: braking gentler than the driver's is among them
+    (see `ease_limit`). Candidate 0 is the nominal plan."""
 
     accel_mps2: np.ndarray
     side: np.ndarray
@@ -277,6 +278,7 @@ class Candidates:
     d0: float
     rel_heading0: float
     turn: int = -1
+    easing: bool = False
 
     @property
     def n(self) -> int:
@@ -331,20 +333,37 @@ def lane_change_targets(st: TrafficState, road: Road, params: AvoidanceParams,
     return out
 
 
-def easing(params: AvoidanceParams, nominal_mps2: float) -> bool:
-    """Whether the layer weighs braking less hard than the driver (who brakes hard now)."""
-    return params.ease_driver_braking and nominal_mps2 <= -params.ease_from_mps2
+def ease_limit(st: TrafficState, index, nominal_mps2: float, params: AvoidanceParams,
+               ego: int = EGO) -> float | None:
+    """The gentlest command the layer may weigh instead of a driver braking hard (m/s^2,
+    at most 0), or None: not easing. The layer eases only braking for a vehicle ahead in
+    the ego's lane (or the lane it is leaving: what it forecasts): the driver brakes at
+    least ease_from_mps2, its IDM term for such a leader is what brakes it (not a lane's
+    end, a junction, a merger it yields to), and the eased command still slows as the
+    driver's free-road term wants (a lower speed limit). index: the step's
+    sim.behavior.LaneIndex (None: not easing)."""
+    if not params.ease_driver_braking or nominal_mps2 > -params.ease_from_mps2 or index is None:
+        return None
+    leads = [int(index.leader[ego]), int(index.leader_from[ego])]
+    leads = [r for r in leads if r >= 0]
+    if not leads:
+        return None
+    a = behavior.follow_accel(st, np.full(len(leads) + 1, ego), np.array(leads + [-1]))
+    if a[:-1].min() > nominal_mps2 + 1e-6 or a[-1] <= -params.ease_from_mps2:
+        return None
+    return min(0.0, float(a[-1]))
 
 
 def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actuator,
                     params: AvoidanceParams, dt_s: float, full: bool,
-                    lateral_gain_1ps: float = 1.5, ego: int = EGO) -> Candidates:
+                    lateral_gain_1ps: float = 1.5, ego: int = EGO,
+                    ease_to_mps2: float | None = None) -> Candidates:
     """The nominal plan (and, when `full`, the others) rolled out over the horizon.
 
     Keep-lane plans hold an acceleration command below the nominal one (the layer brakes
     harder than the driver wants; a positive command lasts accel_hold_s, as a driver
-    re-decides), and, when the driver brakes hard (`easing`), the braking commands gentler
-    than the driver's too; lane-change plans move into an adjacent lane with
+    re-decides), and, with ease_to_mps2 (`ease_limit`: the driver brakes hard), the
+    commands gentler than the driver's up to it; lane-change plans move into an adjacent lane with
     the minimum-jerk profile of sim/behavior.py over lane_change_s. The path follows the lane
     centre line (and its successor where it ends) at the ego's lateral offset, which decays
     as the lane keeping makes it; an ongoing lane change continues its profile.
@@ -353,9 +372,10 @@ def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actu
     a_nom = min(max(nominal_mps2, -params.max_brake_mps2), params.max_accel_mps2)
     accel, side, lane = [a_nom], [KEEP], [int(st.lane[ego])]
     if full:
-        ease = easing(params, nominal_mps2)
+        ease = ease_to_mps2 is not None
         for a in params.keep_lane_accels_mps2:
-            if a < a_nom - 1e-6 or (ease and a_nom + 1e-6 < a < 0.0):
+            if a < a_nom - 1e-6 or (ease and a_nom + 1e-6 < a <= ease_to_mps2 + 1e-9
+                                    and a < 0.0):
                 accel.append(a)
                 side.append(KEEP)
                 lane.append(int(st.lane[ego]))
@@ -397,7 +417,7 @@ def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actu
                       float(s0[0]), float(d0[0]),
                       float(behavior.wrap_angle(np.array([st.heading[ego]
                                                           - st.lane_heading[ego]]))[0]),
-                      int(st.turn[ego]))
+                      int(st.turn[ego]), easing=full and ease_to_mps2 is not None)
 
 
 def _frenet(road: Road, lane: np.ndarray, station_m: float, x: np.ndarray, y: np.ndarray):
@@ -748,7 +768,7 @@ def choose(sc: Scores, cost: np.ndarray, cand: Candidates, releasing: bool,
     """The plan to follow and why. The nominal one (index 0) while its probabilities are
     within `limits` (collision and safe distance now: p_accept; safe distance along the
     forecast: p_margin_accept; comfortable distance: p_comfort_accept; tighter while
-    `releasing` an intervention) and the driver does not brake hard (see `easing`); else
+    `releasing` an intervention) and the plans do not ease the driver's hard braking; else
     the cheapest plan within them braking no harder than comfort_brake_mps2 or as the
     driver does unless hard ("comfortable"); else the cheapest within
     the first three braking no harder than that ("gentle"; comfort violations cost), or
@@ -763,7 +783,7 @@ def choose(sc: Scores, cost: np.ndarray, cand: Candidates, releasing: bool,
     no_crash = sc.p_collision <= lim
     safe = no_crash & (sc.p_now <= lim) & (sc.p_margin <= lim_m)
     gentle = cand.accel_mps2 >= -params.comfort_brake_mps2 - 1e-9
-    gentle[0] = not easing(params, float(cand.accel_mps2[0]))  # the driver's own, unless hard
+    gentle[0] = not cand.easing  # the driver's own, unless a hard brake the plans ease
     comfortable = safe & (sc.p_comfort <= lim_c) & gentle
     if comfortable[0]:
         return 0, "nominal"
@@ -996,7 +1016,8 @@ class SafetyLayer:
         elif self.mode == "reactive":
             plan = self._reactive(st, world.road, sensed, nominal)
         else:
-            plan = self._predictive(st, world.road, sensed, nominal)
+            plan = self._predictive(st, world.road, sensed, nominal,
+                                    ease_limit(st, index, nominal, p, self.ego))
         self.actuator = actuator_step(self.actuator, plan.command_mps2, p, dt)
         plan = _with(plan, applied_mps2=self.actuator.applied_mps2)
         self.intervening = plan.intervening
@@ -1139,7 +1160,8 @@ class SafetyLayer:
     def _xy(self, cand: Candidates, road: Road, i: int) -> np.ndarray | None:
         return cand.world_xy(road, i) if self.draw_plans else None
 
-    def _predictive(self, st: TrafficState, road: Road, seen, nominal: float) -> Plan:
+    def _predictive(self, st: TrafficState, road: Road, seen, nominal: float,
+                    ease_to: float | None = None) -> Plan:
         p, dt = self.params, self.dt_s
         rows = self._agents(st, seen)
         act = self.actuator
@@ -1150,7 +1172,7 @@ class SafetyLayer:
                         plan_xy=self._xy(cand, road, 0))
         fc = self.forecast(st, seen, rows, road)
         nom = None
-        if not (self.intervening or easing(p, nominal)):  # the nominal plan alone first
+        if not (self.intervening or ease_to is not None):  # the nominal plan alone first
             cand = plan_candidates(st, road, nominal, act, p, dt, full=False, ego=self.ego)
             sc = score_plans(cand, fc, road, length, width, p, dt)
             nom = (_severity(sc, p), fc.ids)
@@ -1163,7 +1185,8 @@ class SafetyLayer:
                             p_plan=float(sc.p_collision[0]), min_ttc_s=float(sc.min_ttc_s[0]),
                             plan_xy=self._xy(cand, road, 0),
                             threat_ids=_threats(*nom))
-        cand = plan_candidates(st, road, nominal, act, p, dt, full=True, ego=self.ego)
+        cand = plan_candidates(st, road, nominal, act, p, dt, full=True, ego=self.ego,
+                               ease_to_mps2=ease_to)
         sc = score_plans(cand, fc, road, length, width, p, dt)
         if nom is None:
             nom = (_severity(sc, p), fc.ids)

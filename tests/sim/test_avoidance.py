@@ -229,18 +229,47 @@ def test_a_driver_braking_hard_is_eased_only_where_a_gentler_plan_is_safe(state_
         road, st, layer = _layer_state(state_factory, vehicles)
         layer.buffer.push(st)
         fc = layer.forecast(st, st, np.array([1]), road)
-        cand = A.plan_candidates(st, road, -6.0, layer.actuator, P, DT, full=True)
+        cand = A.plan_candidates(st, road, -6.0, layer.actuator, P, DT, full=True,
+                                 ease_to_mps2=0.0)
         keep = cand.accel_mps2[cand.side == A.KEEP]
         assert np.any((keep > -6.0) & (keep < 0.0)) and keep.max() < 0.0  # gentler, no coasting
         sc = A.score_plans(cand, fc, road, 4.7, 1.9, P, DT)
         best, kind = A.choose(sc, A.plan_costs(cand, sc, -6.0, 30.0, P, DT), cand, False, P)
         chosen[name] = float(cand.accel_mps2[best])
         # without easing the layer never brakes less than the driver
-        off = dataclasses.replace(P, ease_driver_braking=False)
-        c2 = A.plan_candidates(st, road, -6.0, layer.actuator, off, DT, full=True)
-        assert np.all(c2.accel_mps2[c2.side == A.KEEP] <= -6.0)
+        c2 = A.plan_candidates(st, road, -6.0, layer.actuator, P, DT, full=True)
+        assert np.all(c2.accel_mps2[c2.side == A.KEEP] <= -6.0) and not c2.easing
     assert chosen["roomy"] > -P.ease_from_mps2  # no hard brake needed
     assert chosen["tight"] <= -6.0  # the driver's braking (or harder) is needed
+
+
+def test_only_braking_for_the_car_ahead_is_eased(state_factory):
+    from sim import behavior
+
+    road = straight_highway(n_lanes=3, length_m=2000.0)
+    ego = {"lane": 1, "station_m": 300.0, "speed_mps": 25.0, "length": 4.7, "width": 1.9,
+           "v0_mps": 30.0, "time_gap_s": 1.5, "min_gap_m": 2.0, "max_accel_mps2": 1.5,
+           "comf_decel_mps2": 2.0}
+    lead = {"lane": 1, "station_m": 320.0, "speed_mps": 20.0, "length": 4.7, "width": 1.9}
+
+    def limit(vehicles, nominal=None, params=P):
+        st = state_factory(road, vehicles)
+        index = behavior.build_lane_index(st.lane, st.lane_from, st.station, st.active)
+        if nominal is None:  # the driver's own IDM command
+            nominal = float(behavior.longitudinal_accel(st, road, index)[0])
+        return A.ease_limit(st, index, nominal, params), nominal
+
+    eased, nominal = limit([ego, lead])  # 15 m behind a slower car: IDM brakes at its limit
+    assert nominal <= -P.ease_from_mps2 and eased == 0.0
+    assert limit([ego, lead], params=dataclasses.replace(P, ease_driver_braking=False))[0] is None
+    assert limit([ego])[0] is None  # nobody ahead: the hard brake is for something else
+    # braking harder than the car ahead explains (a red light, a lane's end): not eased
+    assert limit([ego, {**lead, "station_m": 400.0}], nominal=-6.0)[0] is None
+    # a lower speed limit (v0 well below the speed) brakes hard on its own: not eased
+    assert limit([{**ego, "v0_mps": 12.0}, lead])[0] is None
+    # a milder one: eased no further than the driver's free-road braking
+    slow, _ = limit([{**ego, "v0_mps": 22.0}, lead])
+    assert slow is not None and -P.ease_from_mps2 < slow < 0.0
 
 
 def test_easing_the_driver_turns_a_cut_in_into_fewer_hard_brakes():
