@@ -77,6 +77,7 @@ class AvoidanceParams:
     # only ever brakes harder than the driver
     ease_driver_braking: bool = True
     ease_from_mps2: float = 4.0
+    ease_match_mps2: float = 0.25  # a vehicle's IDM term this close to the driver's braking
     accel_hold_s: float = 1.0  # a plan accelerating (the driver's too) does so this long
     lane_changes: bool = True  # evasive lane changes among the candidates
     lane_change_s: float = 3.0  # duration of an evasive lane change (minimum-jerk profile)
@@ -333,25 +334,39 @@ def lane_change_targets(st: TrafficState, road: Road, params: AvoidanceParams,
     return out
 
 
-def ease_limit(st: TrafficState, index, nominal_mps2: float, params: AvoidanceParams,
-               ego: int = EGO) -> float | None:
+def ease_limit(st: TrafficState, road: Road, index, nominal_mps2: float,
+               params: AvoidanceParams, ego: int = EGO) -> float | None:
     """The gentlest command the layer may weigh instead of a driver braking hard (m/s^2,
-    at most 0), or None: not easing. The layer eases only braking for a vehicle ahead in
-    the ego's lane (or the lane it is leaving: what it forecasts): the driver brakes at
-    least ease_from_mps2, its IDM term for such a leader is what brakes it (not a lane's
-    end, a junction, a merger it yields to), and the eased command still slows as the
-    driver's free-road term wants (a lower speed limit). index: the step's
-    sim.behavior.LaneIndex (None: not easing)."""
-    if not params.ease_driver_braking or nominal_mps2 > -params.ease_from_mps2 or index is None:
+    at most 0), or None: not easing. The layer eases only braking for a vehicle ahead (what
+    it forecasts): the driver brakes at least ease_from_mps2, and its IDM term for such a
+    vehicle (the leader in its lane or in the lane it is leaving, by the step's
+    sim.behavior.LaneIndex `index`, or the nearest vehicle in its path, as the AEB finds it)
+    comes within ease_match_mps2 of the driver's command: that vehicle is what brakes it,
+    not a lane's end, a junction or a merger it yields to. The eased command still slows as
+    the driver's free-road term wants (a lower speed limit)."""
+    if not params.ease_driver_braking or nominal_mps2 > -params.ease_from_mps2:
         return None
-    leads = [int(index.leader[ego]), int(index.leader_from[ego])]
-    leads = [r for r in leads if r >= 0]
-    if not leads:
+    gaps, speeds = [np.inf], [0.0]  # the free road first
+    if index is not None:
+        for r in {int(index.leader[ego]), int(index.leader_from[ego])} - {-1}:
+            gaps.append(st.station[r] - st.station[ego] - 0.5 * (st.length[r] + st.length[ego]))
+            speeds.append(st.speed[r])
+    rows = np.flatnonzero(st.active)
+    rows = rows[rows != ego]
+    i, gap, v_lead, _, _ = in_path_target(st, road, rows, st.x[rows], st.y[rows], st.vx[rows],
+                                          st.vy[rows], params.aeb_lat_margin_m, ego=ego)
+    if i >= 0:
+        gaps.append(gap)
+        speeds.append(v_lead)
+    if len(gaps) == 1:
         return None
-    a = behavior.follow_accel(st, np.full(len(leads) + 1, ego), np.array(leads + [-1]))
-    if a[:-1].min() > nominal_mps2 + 1e-6 or a[-1] <= -params.ease_from_mps2:
+    e = np.full(len(gaps), ego)
+    a = behavior.idm_accel(st.speed[e], np.asarray(speeds, float), np.asarray(gaps, float),
+                           st.v0_mps[e], st.time_gap_s[e], st.min_gap_m[e],
+                           st.max_accel_mps2[e], st.comf_decel_mps2[e])
+    if a[1:].min() > nominal_mps2 + params.ease_match_mps2 or a[0] <= -params.ease_from_mps2:
         return None
-    return min(0.0, float(a[-1]))
+    return min(0.0, float(a[0]))
 
 
 def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actuator,
@@ -1017,7 +1032,7 @@ class SafetyLayer:
             plan = self._reactive(st, world.road, sensed, nominal)
         else:
             plan = self._predictive(st, world.road, sensed, nominal,
-                                    ease_limit(st, index, nominal, p, self.ego))
+                                    ease_limit(st, world.road, index, nominal, p, self.ego))
         self.actuator = actuator_step(self.actuator, plan.command_mps2, p, dt)
         plan = _with(plan, applied_mps2=self.actuator.applied_mps2)
         self.intervening = plan.intervening

@@ -257,7 +257,7 @@ def test_only_braking_for_the_car_ahead_is_eased(state_factory):
         index = behavior.build_lane_index(st.lane, st.lane_from, st.station, st.active)
         if nominal is None:  # the driver's own IDM command
             nominal = float(behavior.longitudinal_accel(st, road, index)[0])
-        return A.ease_limit(st, index, nominal, params), nominal
+        return A.ease_limit(st, road, index, nominal, params), nominal
 
     eased, nominal = limit([ego, lead])  # 15 m behind a slower car: IDM brakes at its limit
     assert nominal <= -P.ease_from_mps2 and eased == 0.0
