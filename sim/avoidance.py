@@ -78,6 +78,12 @@ class AvoidanceParams:
     ease_driver_braking: bool = True
     ease_from_mps2: float = 4.0
     ease_match_mps2: float = 0.25  # a vehicle's IDM term this close to the driver's braking
+    # stop and hold: holding the ego back at a crawl (below stop_below_mps) behind a vehicle
+    # standing in its path (slower than 0.5 m/s, within aeb_hold_m), the layer brings it to a
+    # stop braking stop_decel_mps2 and holds it there until that vehicle moves off (instead
+    # of creeping up to it at walking pace)
+    stop_below_mps: float = 1.0
+    stop_decel_mps2: float = 1.0
     accel_hold_s: float = 1.0  # a plan accelerating (the driver's too) does so this long
     lane_changes: bool = True  # evasive lane changes among the candidates
     lane_change_s: float = 3.0  # duration of an evasive lane change (minimum-jerk profile)
@@ -133,7 +139,7 @@ class AvoidanceParams:
         positive = ("sensing_range_m", "history_s", "max_brake_mps2", "max_accel_mps2",
                     "jerk_limit_mps3", "horizon_s", "lane_change_s", "sigma_floor_m",
                     "fallback_brake_mps2", "agent_brake_mps2", "follower_brake_mps2",
-                    "comfort_brake_mps2",
+                    "comfort_brake_mps2", "stop_decel_mps2",
                     "ttc_ref_s",
                     "comfort_accel_mps2", "aeb_trigger_mps2", "aeb_gain",
                     "aeb_min_decel_mps2")
@@ -1175,6 +1181,17 @@ class SafetyLayer:
     def _xy(self, cand: Candidates, road: Road, i: int) -> np.ndarray | None:
         return cand.world_xy(road, i) if self.draw_plans else None
 
+    def _standing_ahead(self, st: TrafficState, road: Road, seen, rows: np.ndarray) -> bool:
+        """The ego crawls (below stop_below_mps) and the nearest vehicle in its path (as
+        perceived) stands (below 0.5 m/s) within aeb_hold_m."""
+        p = self.params
+        if st.speed[self.ego] >= p.stop_below_mps:
+            return False
+        i, gap, v_lead, _, _ = in_path_target(st, road, rows, seen.x[rows], seen.y[rows],
+                                              seen.vx[rows], seen.vy[rows], p.aeb_lat_margin_m,
+                                              ego=self.ego)
+        return i >= 0 and gap < p.aeb_hold_m and v_lead < 0.5
+
     def _predictive(self, st: TrafficState, road: Road, seen, nominal: float,
                     ease_to: float | None = None) -> Plan:
         p, dt = self.params, self.dt_s
@@ -1209,7 +1226,12 @@ class SafetyLayer:
         best, kind = choose(sc, cost, cand, self.intervening, p)
         a = float(cand.accel_mps2[best])
         side = int(cand.side[best])
-        if best == 0:
+        hold = (best != 0 and side == KEEP and a > -p.stop_decel_mps2
+                and self._standing_ahead(st, road, seen, rows))
+        if hold:
+            a = -p.stop_decel_mps2
+            action = f"stop and hold {a:.1f} m/s2"
+        elif best == 0:
             action = "nominal"
         elif kind == "emergency":
             action = f"emergency brake {a:.1f} m/s2"

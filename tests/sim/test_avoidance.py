@@ -333,6 +333,28 @@ def test_forecasts_brake_earlier_and_gentler_than_the_aeb():
     assert hardest["cv"] > hardest["reactive"] + 2.0
 
 
+def test_the_layer_stops_and_holds_behind_a_standing_car_instead_of_creeping():
+    spec = track_spec(ego_kph=10.0, duration_s=12.0)  # the cruise driver would drive into it
+    gaps, speeds = {}, {}
+    for below in (1.0, 0.0):  # stop_below_mps 0: never stop-and-hold
+        params = dataclasses.replace(P, stop_below_mps=below)
+        res, layer = closed_loop(spec, "cv", ConstantVelocity(), params)
+        tr = res.tracks
+        assert not tr.collided[tr.ego].any()
+        speed = np.hypot(tr.vx[tr.ego], tr.vy[tr.ego])
+        gaps[below] = float(tr.x[1, -1] - tr.x[tr.ego, -1])
+        speeds[below] = speed
+        if below:
+            held = [p for p in layer.plans.values() if p.action.startswith("stop and hold")]
+            assert held and all(p.command_mps2 == -P.stop_decel_mps2 for p in held)
+    stopped = np.flatnonzero(speeds[1.0] < 1e-6)
+    assert len(stopped) and np.all(speeds[1.0][stopped[0]:] < 1e-6)  # stopped, and stays
+    # without it the ego creeps on at walking pace and stands still later, closer
+    creep = np.flatnonzero(speeds[0.0] < 1e-6)
+    assert len(creep) == 0 or creep[0] >= stopped[0] + 5
+    assert gaps[1.0] > gaps[0.0] + 0.2
+
+
 def test_lead_braking_hard_is_avoided_with_constant_velocity_forecasts():
     brake = EventSpec(type="brake", actor="target", at_s=2.0, decel_mps2=6.0, to_speed_mps=0.0)
     spec = track_spec(ego_kph=50.0, target_kph=50.0, gap_m=12.0, events=(brake,),
