@@ -341,16 +341,21 @@ def lane_change_targets(st: TrafficState, road: Road, params: AvoidanceParams,
 
 
 def ease_limit(st: TrafficState, road: Road, index, nominal_mps2: float,
-               params: AvoidanceParams, ego: int = EGO) -> float | None:
+               params: AvoidanceParams, ego: int = EGO, junction=None) -> float | None:
     """The gentlest command the layer may weigh instead of a driver braking hard (m/s^2,
     at most 0), or None: not easing. The layer eases only braking for a vehicle ahead (what
-    it forecasts): the driver brakes at least ease_from_mps2, and its IDM term for such a
-    vehicle (the leader in its lane or in the lane it is leaving, by the step's
-    sim.behavior.LaneIndex `index`, or the nearest vehicle in its path, as the AEB finds it)
-    comes within ease_match_mps2 of the driver's command: that vehicle is what brakes it,
-    not a lane's end, a junction or a merger it yields to. The eased command still slows as
+    it forecasts): the driver brakes at least ease_from_mps2; nothing but vehicles and its
+    speed can brake it (no junction, `junction` given; no routed road; not in a lane that
+    ends); and its IDM term for such a vehicle (the leader in its lane or in the lane it is
+    leaving, by the step's sim.behavior.LaneIndex `index`, or the nearest vehicle in its
+    path, as the AEB finds it), clipped at the braking limit, is within ease_match_mps2 of
+    the driver's command: that vehicle is what brakes it. The eased command still slows as
     the driver's free-road term wants (a lower speed limit)."""
     if not params.ease_driver_braking or nominal_mps2 > -params.ease_from_mps2:
+        return None
+    lane = int(st.lane[ego])
+    if (junction is not None or road.has_successors or lane < 0
+            or road.end_kind[lane] == LANE_DEAD_END):
         return None
     gaps, speeds = [np.inf], [0.0]  # the free road first
     if index is not None:
@@ -364,13 +369,14 @@ def ease_limit(st: TrafficState, road: Road, index, nominal_mps2: float,
     if i >= 0:
         gaps.append(gap)
         speeds.append(v_lead)
-    if len(gaps) == 1:
-        return None
     e = np.full(len(gaps), ego)
-    a = behavior.idm_accel(st.speed[e], np.asarray(speeds, float), np.asarray(gaps, float),
-                           st.v0_mps[e], st.time_gap_s[e], st.min_gap_m[e],
-                           st.max_accel_mps2[e], st.comf_decel_mps2[e])
-    if a[1:].min() > nominal_mps2 + params.ease_match_mps2 or a[0] <= -params.ease_from_mps2:
+    a = np.maximum(behavior.idm_accel(st.speed[e], np.asarray(speeds, float),
+                                      np.asarray(gaps, float), st.v0_mps[e], st.time_gap_s[e],
+                                      st.min_gap_m[e], st.max_accel_mps2[e],
+                                      st.comf_decel_mps2[e]), -behavior.MAX_DECEL_MPS2)
+    if a[0] <= -params.ease_from_mps2:
+        return None
+    if not np.any(np.abs(a[1:] - nominal_mps2) <= params.ease_match_mps2):
         return None
     return min(0.0, float(a[0]))
 
@@ -392,11 +398,13 @@ def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actu
     f = params.steps(params.horizon_s, dt_s)
     a_nom = min(max(nominal_mps2, -params.max_brake_mps2), params.max_accel_mps2)
     accel, side, lane = [a_nom], [KEEP], [int(st.lane[ego])]
+    eased = False
     if full:
         ease = ease_to_mps2 is not None
         for a in params.keep_lane_accels_mps2:
-            if a < a_nom - 1e-6 or (ease and a_nom + 1e-6 < a <= ease_to_mps2 + 1e-9
-                                    and a < 0.0):
+            gentler = ease and a_nom + 1e-6 < a <= ease_to_mps2 + 1e-9 and a < 0.0
+            eased = eased or gentler
+            if a < a_nom - 1e-6 or gentler:
                 accel.append(a)
                 side.append(KEEP)
                 lane.append(int(st.lane[ego]))
@@ -438,7 +446,7 @@ def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actu
                       float(s0[0]), float(d0[0]),
                       float(behavior.wrap_angle(np.array([st.heading[ego]
                                                           - st.lane_heading[ego]]))[0]),
-                      int(st.turn[ego]), easing=full and ease_to_mps2 is not None)
+                      int(st.turn[ego]), easing=eased)
 
 
 def _frenet(road: Road, lane: np.ndarray, station_m: float, x: np.ndarray, y: np.ndarray):
@@ -1038,7 +1046,8 @@ class SafetyLayer:
             plan = self._reactive(st, world.road, sensed, nominal)
         else:
             plan = self._predictive(st, world.road, sensed, nominal,
-                                    ease_limit(st, world.road, index, nominal, p, self.ego))
+                                    ease_limit(st, world.road, index, nominal, p, self.ego,
+                                               getattr(world, "junction", None)))
         self.actuator = actuator_step(self.actuator, plan.command_mps2, p, dt)
         plan = _with(plan, applied_mps2=self.actuator.applied_mps2)
         self.intervening = plan.intervening
@@ -1181,16 +1190,19 @@ class SafetyLayer:
     def _xy(self, cand: Candidates, road: Road, i: int) -> np.ndarray | None:
         return cand.world_xy(road, i) if self.draw_plans else None
 
-    def _standing_ahead(self, st: TrafficState, road: Road, seen, rows: np.ndarray) -> bool:
+    def _standing_ahead(self, st: TrafficState, road: Road, seen, rows: np.ndarray,
+                        threats: tuple[int, ...]) -> bool:
         """The ego crawls (below stop_below_mps) and the nearest vehicle in its path (as
-        perceived) stands (below 0.5 m/s) within aeb_hold_m."""
+        perceived) stands (below 0.5 m/s) within aeb_hold_m and is why the layer holds the
+        ego back (among the threats)."""
         p = self.params
         if st.speed[self.ego] >= p.stop_below_mps:
             return False
         i, gap, v_lead, _, _ = in_path_target(st, road, rows, seen.x[rows], seen.y[rows],
                                               seen.vx[rows], seen.vy[rows], p.aeb_lat_margin_m,
                                               ego=self.ego)
-        return i >= 0 and gap < p.aeb_hold_m and v_lead < 0.5
+        return (i >= 0 and gap < p.aeb_hold_m and v_lead < 0.5
+                and int(st.ids[rows[i]]) in threats)
 
     def _predictive(self, st: TrafficState, road: Road, seen, nominal: float,
                     ease_to: float | None = None) -> Plan:
@@ -1226,8 +1238,9 @@ class SafetyLayer:
         best, kind = choose(sc, cost, cand, self.intervening, p)
         a = float(cand.accel_mps2[best])
         side = int(cand.side[best])
+        p_agent, ids = nom
         hold = (best != 0 and side == KEEP and a > -p.stop_decel_mps2
-                and self._standing_ahead(st, road, seen, rows))
+                and self._standing_ahead(st, road, seen, rows, _threats(p_agent, ids)))
         if hold:
             a = -p.stop_decel_mps2
             action = f"stop and hold {a:.1f} m/s2"
@@ -1241,7 +1254,6 @@ class SafetyLayer:
             action = f"ease braking {a:.1f} m/s2 (driver {nominal:.1f})"
         else:
             action = f"brake {a:.1f} m/s2" if a < 0 else f"limit accel {a:+.1f} m/s2"
-        p_agent, ids = nom
         worst = int(ids[np.argmax(p_agent)]) if best != 0 and len(ids) else -1
         return Plan(st.t_s, st.step, self.mode, action, a, a, nominal,
                     lane_change=int(cand.lane[best]) if side != KEEP else -1,

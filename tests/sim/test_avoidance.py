@@ -270,6 +270,13 @@ def test_only_braking_for_the_car_ahead_is_eased(state_factory):
     # a milder one: eased no further than the driver's free-road braking
     slow, _ = limit([{**ego, "v0_mps": 22.0}, lead])
     assert slow is not None and -P.ease_from_mps2 < slow < 0.0
+    # a car ahead that would brake the driver harder than it does is not what brakes it
+    assert limit([ego, {**lead, "station_m": 313.0, "speed_mps": 0.0}], nominal=-5.0)[0] is None
+    # at a junction (signals, yielding) or in a lane that ends: never eased
+    st = state_factory(road, [ego, lead])
+    index = behavior.build_lane_index(st.lane, st.lane_from, st.station, st.active)
+    nominal = float(behavior.longitudinal_accel(st, road, index)[0])
+    assert A.ease_limit(st, road, index, nominal, P, junction=object()) is None
 
 
 def test_easing_the_driver_turns_a_cut_in_into_fewer_hard_brakes():
@@ -349,6 +356,11 @@ def test_the_layer_stops_and_holds_behind_a_standing_car_instead_of_creeping():
             assert held and all(p.command_mps2 == -P.stop_decel_mps2 for p in held)
     stopped = np.flatnonzero(speeds[1.0] < 1e-6)
     assert len(stopped) and np.all(speeds[1.0][stopped[0]:] < 1e-6)  # stopped, and stays
+    # it drives on once the car ahead moves off
+    go = EventSpec(type="speed_change", actor="target", at_s=8.0, to_speed_mps=5.0)
+    res, layer = closed_loop(dataclasses.replace(spec, events=(go,)), "cv", ConstantVelocity())
+    speed = np.hypot(res.tracks.vx[res.tracks.ego], res.tracks.vy[res.tracks.ego])
+    assert speed[int(7.5 / spec.dt_s)] < 1e-6 and speed[-1] > 2.0
     # without it the ego creeps on at walking pace and stands still later, closer
     creep = np.flatnonzero(speeds[0.0] < 1e-6)
     assert len(creep) == 0 or creep[0] >= stopped[0] + 5
