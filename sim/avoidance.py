@@ -268,8 +268,7 @@ class Candidates:
     (C, F) m/s^2 the acceleration acting over each step. fallback_stop_m (C,): the distance
     to a standstill issuing the plan's command now and fallback_brake_mps2 from the next
     step. s0, d0, rel_heading0: the ego now in the first plan's lane. turn: the ego's route
-    (for paths through junctions). easing: braking gentler than the driver's is among them
-    (see `ease_limit`). Candidate 0 is the nominal plan."""
+    (for paths through junctions). Candidate 0 is the nominal plan."""
 
     accel_mps2: np.ndarray
     side: np.ndarray
@@ -285,11 +284,16 @@ class Candidates:
     d0: float
     rel_heading0: float
     turn: int = -1
-    easing: bool = False
 
     @property
     def n(self) -> int:
         return len(self.accel_mps2)
+
+    @property
+    def easing(self) -> bool:
+        """Some keep-lane plan brakes more gently than the driver (see `ease_limit`)."""
+        keep = self.side[1:] == KEEP
+        return bool(np.any(self.accel_mps2[1:][keep] > self.accel_mps2[0]))
 
     def world_xy(self, road: Road, i: int) -> np.ndarray:
         """(F, 2) m: the ego's planned centre positions of candidate i (for drawing)."""
@@ -357,23 +361,19 @@ def ease_limit(st: TrafficState, road: Road, index, nominal_mps2: float,
     if (junction is not None or road.has_successors or lane < 0
             or road.end_kind[lane] == LANE_DEAD_END):
         return None
-    gaps, speeds = [np.inf], [0.0]  # the free road first
+    leads = [-1]  # the free road first, then the lane index's leaders
     if index is not None:
-        for r in {int(index.leader[ego]), int(index.leader_from[ego])} - {-1}:
-            gaps.append(st.station[r] - st.station[ego] - 0.5 * (st.length[r] + st.length[ego]))
-            speeds.append(st.speed[r])
+        leads += sorted({int(index.leader[ego]), int(index.leader_from[ego])} - {-1})
+    a = behavior.follow_accel(st, np.full(len(leads), ego), np.array(leads))
     rows = np.flatnonzero(st.active)
     rows = rows[rows != ego]
     i, gap, v_lead, _, _ = in_path_target(st, road, rows, st.x[rows], st.y[rows], st.vx[rows],
                                           st.vy[rows], params.aeb_lat_margin_m, ego=ego)
     if i >= 0:
-        gaps.append(gap)
-        speeds.append(v_lead)
-    e = np.full(len(gaps), ego)
-    a = np.maximum(behavior.idm_accel(st.speed[e], np.asarray(speeds, float),
-                                      np.asarray(gaps, float), st.v0_mps[e], st.time_gap_s[e],
-                                      st.min_gap_m[e], st.max_accel_mps2[e],
-                                      st.comf_decel_mps2[e]), -behavior.MAX_DECEL_MPS2)
+        a = np.append(a, behavior.idm_accel(st.speed[ego], v_lead, gap, st.v0_mps[ego],
+                                            st.time_gap_s[ego], st.min_gap_m[ego],
+                                            st.max_accel_mps2[ego], st.comf_decel_mps2[ego]))
+    a = np.maximum(a, -behavior.MAX_DECEL_MPS2)
     if a[0] <= -params.ease_from_mps2:
         return None
     if not np.any(np.abs(a[1:] - nominal_mps2) <= params.ease_match_mps2):
@@ -398,12 +398,10 @@ def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actu
     f = params.steps(params.horizon_s, dt_s)
     a_nom = min(max(nominal_mps2, -params.max_brake_mps2), params.max_accel_mps2)
     accel, side, lane = [a_nom], [KEEP], [int(st.lane[ego])]
-    eased = False
     if full:
         ease = ease_to_mps2 is not None
         for a in params.keep_lane_accels_mps2:
             gentler = ease and a_nom + 1e-6 < a <= ease_to_mps2 + 1e-9 and a < 0.0
-            eased = eased or gentler
             if a < a_nom - 1e-6 or gentler:
                 accel.append(a)
                 side.append(KEEP)
@@ -446,7 +444,7 @@ def plan_candidates(st: TrafficState, road: Road, nominal_mps2: float, act: Actu
                       float(s0[0]), float(d0[0]),
                       float(behavior.wrap_angle(np.array([st.heading[ego]
                                                           - st.lane_heading[ego]]))[0]),
-                      int(st.turn[ego]), easing=eased)
+                      int(st.turn[ego]))
 
 
 def _frenet(road: Road, lane: np.ndarray, station_m: float, x: np.ndarray, y: np.ndarray):
@@ -1239,8 +1237,9 @@ class SafetyLayer:
         a = float(cand.accel_mps2[best])
         side = int(cand.side[best])
         p_agent, ids = nom
+        threats = _threats(p_agent, ids)
         hold = (best != 0 and side == KEEP and a > -p.stop_decel_mps2
-                and self._standing_ahead(st, road, seen, rows, _threats(p_agent, ids)))
+                and self._standing_ahead(st, road, seen, rows, threats))
         if hold:
             a = -p.stop_decel_mps2
             action = f"stop and hold {a:.1f} m/s2"
@@ -1261,7 +1260,7 @@ class SafetyLayer:
                     p_nominal=float(max(sc.p_collision[0], sc.p_now[0], sc.p_margin[0])),
                     p_plan=float(sc.p_collision[best]), min_ttc_s=float(sc.min_ttc_s[best]),
                     plan_xy=self._xy(cand, road, best), reacts_to_id=worst,
-                    threat_ids=_threats(p_agent, ids))
+                    threat_ids=threats)
 
 
 def _severity(sc: Scores, params: AvoidanceParams) -> np.ndarray:
