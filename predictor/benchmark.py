@@ -38,9 +38,14 @@ from sim.forecast import (
 )
 from sim.tracks import Tracks, read_tracks
 
-MANEUVERS = ("keep_lane", "accelerate", "brake", "lane_change_or_turn")
+MANEUVERS = ("keep_lane", "accelerate", "brake_not_begun", "brake_begun",
+             "lane_change_not_begun", "lane_change_begun")
 LATERAL_M = 1.0  # |lateral displacement over the horizon, road frame| >= this: lane change/turn
 ACCEL_MPS2 = 0.5  # mean acceleration over the horizon beyond +-this: accelerate / brake
+# begun: already visible in the last BEGUN_S of the past (at most the history)
+BEGUN_S = 0.5
+BEGUN_LATERAL_M = 0.2  # moved this far sideways, in the direction of the future's
+BEGUN_ACCEL_MPS2 = 1.0  # slowed at this mean deceleration
 STEP_TOL = 1e-6
 
 
@@ -150,40 +155,59 @@ def resample(tracks: Tracks, dt_s: float, where: str) -> Tracks:
 
 
 def classify_maneuvers(tracks: Tracks, rows: np.ndarray, cols: np.ndarray,
-                       horizon_steps: int) -> np.ndarray:
-    """(S,) int8 index into MANEUVERS from the true future of each sample.
+                       horizon_steps: int, past_steps: int = 0) -> np.ndarray:
+    """(S,) int8 index into MANEUVERS from the true future of each sample (and whether its
+    past already shows it).
 
-    lane_change_or_turn: the lateral displacement between now and the end of the horizon,
+    lane change (or turn): the lateral displacement between now and the end of the horizon,
       measured in the road frame, is at least LATERAL_M. Road frame: the Frenet frame of the
       lane the agent is on now when the track file carries a road (so road curvature is not
       lateral motion); y for NGSIM (x runs along the road); otherwise the current course.
     brake / accelerate: the mean acceleration over the horizon, (|v(end)| - |v(now)|) /
       horizon, is at most -ACCEL_MPS2 / at least +ACCEL_MPS2.
     keep_lane: everything else (steady speed in the lane).
+    A lane change or a brake has begun when the past_steps before now (the samples' history
+    holds them) show it: at least BEGUN_LATERAL_M sideways in the future's direction, or a
+    mean deceleration of at least BEGUN_ACCEL_MPS2; past_steps 0: none has.
     """
     end = cols + horizon_steps
+    back = cols - past_steps
     x, y = np.asarray(tracks.x, float), np.asarray(tracks.y, float)
     vx, vy = np.asarray(tracks.vx, float), np.asarray(tracks.vy, float)
     x0, y0, x1, y1 = x[rows, cols], y[rows, cols], x[rows, end], y[rows, end]
+    xb, yb = x[rows, back], y[rows, back]
     v0 = np.hypot(vx[rows, cols], vy[rows, cols])
     v1 = np.hypot(vx[rows, end], vy[rows, end])
+    vb = np.hypot(vx[rows, back], vy[rows, back])
     mean_acc = (v1 - v0) / (horizon_steps * tracks.dt_s)
+    past_acc = (v0 - vb) / max(past_steps * tracks.dt_s, 1e-9)
     if tracks.road is not None and len(rows):
         road = tracks.road
         lane0, s0, d0 = road.locate(x0, y0)
-        steps = np.arange(horizon_steps + 1)
-        px = x[rows[:, None], cols[:, None] + steps]
-        py = y[rows[:, None], cols[:, None] + steps]
-        travelled = np.hypot(np.diff(px, axis=1), np.diff(py, axis=1)).sum(axis=1)
-        _, d1, _, _, _ = road.project(lane0, s0 + travelled, x1, y1)
-        lateral = d1 - d0
+
+        def d_at(k: int) -> np.ndarray:
+            """Road-frame offset k steps from now, searched near the arc length driven."""
+            steps = np.arange(min(0, k), max(0, k) + 1)
+            at = (rows[:, None], cols[:, None] + steps)
+            tx, ty = x[at], y[at]
+            driven = np.hypot(np.diff(tx, axis=1), np.diff(ty, axis=1)).sum(axis=1)
+            return road.project(lane0, s0 + np.sign(k) * driven, x[rows, cols + k],
+                                y[rows, cols + k])[1]
+
+        lateral = d_at(horizon_steps) - d0
+        lateral_past = d0 - d_at(-past_steps)
     elif by_vehicle(tracks):
-        lateral = y1 - y0
+        lateral, lateral_past = y1 - y0, y0 - yb
     else:
         psi = np.arctan2(vy[rows, cols], vx[rows, cols])
         lateral = -(x1 - x0) * np.sin(psi) + (y1 - y0) * np.cos(psi)
-    code = np.where(mean_acc <= -ACCEL_MPS2, 2, np.where(mean_acc >= ACCEL_MPS2, 1, 0))
-    return np.where(np.abs(lateral) >= LATERAL_M, 3, code).astype(np.int8)
+        lateral_past = -(x0 - xb) * np.sin(psi) + (y0 - yb) * np.cos(psi)
+    lc_begun = (past_steps > 0) & (lateral_past * np.sign(lateral) >= BEGUN_LATERAL_M)
+    brake_begun = (past_steps > 0) & (past_acc <= -BEGUN_ACCEL_MPS2)
+    code = np.where(mean_acc <= -ACCEL_MPS2, np.where(brake_begun, 3, 2),
+                    np.where(mean_acc >= ACCEL_MPS2, 1, 0))
+    code = np.where(np.abs(lateral) >= LATERAL_M, np.where(lc_begun, 5, 4), code)
+    return code.astype(np.int8)
 
 
 # ---- accumulating metrics ----------------------------------------------------------------------
@@ -291,11 +315,13 @@ def _file_info(ep: Episode, seed: int) -> dict:
     return info
 
 
-def _group_keys(spec: BenchmarkSpec, ep: Episode, truth: Tracks, rows, cols, horizon) -> list:
+def _group_keys(spec: BenchmarkSpec, ep: Episode, truth: Tracks, rows, cols, history,
+                horizon) -> list:
     if spec.by == "file":
         return [ep.path] * len(rows)
     if spec.by == "maneuver":
-        return [MANEUVERS[c] for c in classify_maneuvers(truth, rows, cols, horizon)]
+        past = min(history, int(round(BEGUN_S / truth.dt_s)))
+        return [MANEUVERS[c] for c in classify_maneuvers(truth, rows, cols, horizon, past)]
     return []
 
 
@@ -400,7 +426,7 @@ def run_benchmark(episodes: list[Episode], predictors: list[Predictor],
                 r, c = rows[lo:lo + spec.batch], cols[lo:lo + spec.batch]
                 hist = history_from_tracks(inputs, r, c, h, n_nb)
                 fut = future_from_tracks(truth, r, c, f)
-                keys = _group_keys(spec, ep, truth, r, c, f)
+                keys = _group_keys(spec, ep, truth, r, c, h, f)
                 for p in preds:
                     t0 = time.perf_counter()
                     pred = p.predict(hist, f)
@@ -447,7 +473,9 @@ def run_benchmark(episodes: list[Episode], predictors: list[Predictor],
         "fitted_on": "train split" if spec.fit else None,
     }
     if spec.by == "maneuver":
-        protocol["maneuver_thresholds"] = {"lateral_m": LATERAL_M, "accel_mps2": ACCEL_MPS2}
+        protocol["maneuver_thresholds"] = {
+            "lateral_m": LATERAL_M, "accel_mps2": ACCEL_MPS2, "begun_s": BEGUN_S,
+            "begun_lateral_m": BEGUN_LATERAL_M, "begun_accel_mps2": BEGUN_ACCEL_MPS2}
     out = {"protocol": protocol, "predictors": results}
     if fitted:
         out["fitted"] = fitted

@@ -86,25 +86,48 @@ def test_ca_is_not_exact_when_speed_changes():
         res["predictors"]["cv"]["samples"]
 
 
+def _maneuver_tracks(paths: dict, dt: float, t: np.ndarray) -> Tracks:
+    n = len(paths)
+    x = np.array([p[0] for p in paths.values()], np.float32)
+    y = np.array([p[1] for p in paths.values()], np.float32)
+    vx = np.array([p[2] for p in paths.values()], np.float32)
+    return Tracks(t=t, x=x, y=y, vx=vx, vy=np.zeros_like(x), heading=np.zeros_like(x),
+                  length=np.full(n, 4.5, np.float32), width=np.full(n, 1.8, np.float32),
+                  ids=np.arange(n, dtype=np.int64), meta={"source": "test", "dt": dt})
+
+
 def test_maneuver_classes():
+    """Samples at t = 2 s: the true future picks the class, the last 0.5 s whether a brake
+    or a lane change has begun (sideways in the direction it goes on)."""
     dt, n = 0.1, 80
     t = np.arange(n) * dt
     from predictor.baselines import min_jerk
 
+    late = np.maximum(t - 2.0, 0.0)  # braking from t = 2 s on
     paths = {
         "keep_lane": (20.0 * t, 0 * t, 20.0 + 0 * t),
         "accelerate": (20.0 * t + 0.5 * 1.0 * t ** 2, 0 * t, 20.0 + 1.0 * t),
-        "brake": (20.0 * t - 0.5 * 2.0 * t ** 2, 0 * t, 20.0 - 2.0 * t),
-        "lane_change_or_turn": (20.0 * t, 3.7 * min_jerk((t - 2.0) / 4.0), 20.0 + 0 * t),
+        "brake_not_begun": (20.0 * t - 0.5 * 2.0 * late ** 2, 0 * t, 20.0 - 2.0 * late),
+        "brake_begun": (20.0 * t - 0.5 * 2.0 * t ** 2, 0 * t, 20.0 - 2.0 * t),
+        "lane_change_not_begun": (20.0 * t, 3.7 * min_jerk((t - 2.0) / 4.0), 20.0 + 0 * t),
+        "lane_change_begun": (20.0 * t, 3.7 * min_jerk((t - 1.0) / 4.0), 20.0 + 0 * t),
     }
-    x = np.array([p[0] for p in paths.values()], np.float32)
-    y = np.array([p[1] for p in paths.values()], np.float32)
-    vx = np.array([p[2] for p in paths.values()], np.float32)
-    tr = Tracks(t=t, x=x, y=y, vx=vx, vy=np.zeros_like(x), heading=np.zeros_like(x),
-                length=np.full(4, 4.5, np.float32), width=np.full(4, 1.8, np.float32),
-                ids=np.arange(4, dtype=np.int64), meta={"source": "test", "dt": dt})
-    codes = classify_maneuvers(tr, np.arange(4), np.full(4, 20), 30)
+    assert list(paths) == list(MANEUVERS)
+    tr = _maneuver_tracks(paths, dt, t)
+    rows, cols = np.arange(len(paths)), np.full(len(paths), 20)
+    codes = classify_maneuvers(tr, rows, cols, 30, past_steps=5)
     assert [MANEUVERS[c] for c in codes] == list(paths)
+    # without a past nothing has begun
+    codes = classify_maneuvers(tr, rows, cols, 30)
+    assert [MANEUVERS[c] for c in codes] == ["keep_lane", "accelerate", "brake_not_begun",
+                                             "brake_not_begun", "lane_change_not_begun",
+                                             "lane_change_not_begun"]
+    # a swerve back: moving right over the last 0.5 s, then 3.7 m left: not begun
+    back = {"swerve": (20.0 * t, -0.8 * np.clip(t - 1.5, 0.0, 0.5)
+                       + 3.7 * min_jerk((t - 2.0) / 4.0), 20.0 + 0 * t)}
+    code = classify_maneuvers(_maneuver_tracks(back, dt, t), np.arange(1), np.full(1, 20), 30,
+                              past_steps=5)
+    assert MANEUVERS[code[0]] == "lane_change_not_begun"
 
 
 def test_split_is_deterministic_disjoint_and_balanced():
