@@ -9,7 +9,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,15 +45,33 @@ def write_results(args, result: dict, plot=None) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from sim.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+OUTPUT_FLAGS = (("--record", "record", False), ("--json", "json", False),
+                ("--plot", "plot", False), ("--gif", "gif", False), ("--out", "out", False),
+                ("--frames-dir", "frames_dir", True))
+
+
+def check_outputs(args) -> None:
+    """Refuse output paths that cannot be written before any work starts (a long run must not
+    end in an unwritable path)."""
+    from sim.files import output_problem
+
+    for flag, dest, folder in OUTPUT_FLAGS:
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and value != "-":
+            why = output_problem(value, folder)
+            if why:
+                raise InputError(f"{flag} {value}: {why}")
+
+
+def _shown(value, missing: str):
+    """A summary value for humans: `missing` for None."""
+    return missing if value is None else value
 
 
 def say(args, text: str) -> None:
@@ -93,12 +110,25 @@ def positive_float(text: str) -> float:
     return value
 
 
-def _progress_bar(total: int, desc: str, enabled: bool):
-    """A tqdm bar on stderr (or a no-op) with an update(n) method."""
-    from tqdm import tqdm
+class _progress_bar:
+    """A tqdm bar on stderr (or a no-op) with update(n) and close(), drawn from the first
+    update on (an error found before the work starts stays the only line on stderr)."""
 
-    return tqdm(total=total, desc=desc, unit="step", disable=not enabled, leave=False,
-                dynamic_ncols=True)
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.total, self.desc, self.enabled = total, desc, enabled
+        self._bar = None
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, desc=self.desc, unit="step",
+                             disable=not self.enabled, leave=False, dynamic_ncols=True)
+        self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 # ---- run -----------------------------------------------------------------------------------
@@ -176,6 +206,9 @@ def cmd_run(args) -> int:
     from sim.tracks import write_tracks
     from sim.world import make_world, run
 
+    if args.predictor and args.headless and not (args.frames_dir or args.gif or args.profile):
+        raise InputError("run --predictor: the forecasts are only drawn (in the window, or "
+                         "headless with --frames-dir, --gif or --profile)")
     if args.scenario is not None and is_recording(args.scenario):
         return cmd_run_replay(args)  # log replay (docs/replay.md)
     if replay_flags_given(args):
@@ -1031,8 +1064,8 @@ def parse_modes(text: str, what: str, replay: bool = False) -> list[str]:
     for n in names:
         if n == "oracle" and not replay:
             raise InputError(f"{what}: mode 'oracle' (the recorded future) is for a log "
-                             f"replay: run --scenario FILE.npz (valid here: "
-                             f"{', '.join(valid)})")
+                             f"replay: run --scenario FILE.npz, benchmark safety --suite "
+                             f"FILE.npz (valid here: {', '.join(valid)})")
         if n not in valid:
             raise InputError(f"{what}: unknown avoidance mode {n!r} (valid: {', '.join(valid)})")
     if len(set(names)) != len(names):
@@ -1387,15 +1420,16 @@ def cmd_train(args) -> int:
         raise InputError(f"train: {exc}") from None
     if bar is not None:
         bar.close()
-    try:
-        train_s = build_samples(data, model_cfg, train_cfg.stride_s,
-                                max_samples=train_cfg.max_train_samples, seed=args.seed,
-                                masks=split_masks(data, "train", args.split_seed))
-        val_s = build_samples(data, model_cfg, train_cfg.val_stride_s,
-                              max_samples=train_cfg.max_val_samples, seed=args.seed,
-                              masks=split_masks(data, "val", args.split_seed))
-    except ValueError as exc:
-        raise InputError(f"train: {exc}") from None
+    samples = {}
+    for split, stride, most in (("train", train_cfg.stride_s, train_cfg.max_train_samples),
+                                ("val", train_cfg.val_stride_s, train_cfg.max_val_samples)):
+        try:
+            samples[split] = build_samples(data, model_cfg, stride, max_samples=most,
+                                           seed=args.seed,
+                                           masks=split_masks(data, split, args.split_seed))
+        except ValueError as exc:
+            raise InputError(f"train: {split} split: {exc}") from None
+    train_s, val_s = samples["train"], samples["val"]
     say(args, f"train: {len(train_s):,} training and {len(val_s):,} validation samples from "
               f"{len(data)} file(s) ({time.perf_counter() - t_start:.0f} s); cell {args.cell}, "
               f"history {args.history:g} s, horizon {args.horizon:g} s")
@@ -1527,10 +1561,11 @@ def cmd_info(args) -> int:
         }
         out.append(info)
         say(args, f"{path}: {info['agents']} agents x {info['steps']} steps of {info['dt_s']:g} s "
-              f"({info['duration_s']:g} s), source {info['source']}, road {info['road']}, "
-              f"ego id {info['ego_id']}, kinds {kinds or 'n/a'}, "
-              f"mean speed {info['speed_mps']['mean']} m/s, "
-              f"agents in a collision {info['collided_agents']}")
+              f"({info['duration_s']:g} s), source {info['source']}, "
+              f"road {_shown(info['road'], 'not recorded')}, "
+              f"ego id {_shown(info['ego_id'], 'none')}, kinds {kinds or 'not recorded'}, "
+              f"mean speed {_shown(info['speed_mps']['mean'], 'n/a')} m/s, "
+              f"agents in a collision {_shown(info['collided_agents'], 'not recorded')}")
     if args.json:
         write_json(args.json, out if len(out) > 1 else out[0])
     return 0
@@ -1566,6 +1601,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args = build_parser().parse_args(argv)
+        check_outputs(args)
         return int(args.func(args) or 0)
     except (InputError, TrackFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -1576,6 +1612,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `... | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # a file the system refused (full disk, permissions): name it
+        if exc.filename is None:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

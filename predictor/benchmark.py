@@ -28,6 +28,7 @@ import numpy as np
 
 from predictor import metrics
 from predictor.split import agent_mask, agent_split, by_vehicle
+from sim.files import atomic_path
 from sim.forecast import (
     Prediction,
     Predictor,
@@ -536,7 +537,6 @@ def format_table(result: dict) -> str:
 def plot_curves(result: dict, path: str | os.PathLike) -> None:
     """Error against horizon per predictor (mode-1 mean displacement and RMSE), a PNG written
     atomically (matplotlib, Agg backend)."""
-    import tempfile
 
     import matplotlib
 
@@ -560,15 +560,8 @@ def plot_curves(result: dict, path: str | os.PathLike) -> None:
         files = f"{len(proto['files'])} files"
     fig.suptitle(f"{files} | split {proto['split']}, history {proto['history_s']:g} s",
                  fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)

@@ -77,6 +77,7 @@ def build_samples(episodes: Sequence, config: RnnConfig, stride_s: float,
     histories and whose `truth` gives the futures. masks[i] (N_i,) bool picks the target
     agents of episode i (all other agents still serve as neighbours)."""
     parts: list[tuple[Features, np.ndarray]] = []
+    picked = 0  # target agents the masks leave
     for i, ep in enumerate(episodes):
         tr = getattr(ep, "truth", ep)
         inputs = getattr(ep, "inputs", ep)
@@ -87,6 +88,7 @@ def build_samples(episodes: Sequence, config: RnnConfig, stride_s: float,
         present = tr.present
         if masks is not None:
             present = present & np.asarray(masks[i], bool)[:, None]
+            picked += int(np.count_nonzero(masks[i]))
         rows, cols = sample_index(present, config.history_steps, config.horizon_steps,
                                   stride)
         if len(rows) == 0:
@@ -97,6 +99,10 @@ def build_samples(episodes: Sequence, config: RnnConfig, stride_s: float,
         f = make_features(hist, config)
         parts.append((f, to_agent(fut, f.origin, f.rot[:, 0], f.rot[:, 1]).astype(np.float32)))
     if not parts:
+        if masks is not None and picked == 0:
+            raise ValueError("no samples: no file has agents in this split (the split is by "
+                             "episode for simulated data, by vehicle for NGSIM); give more "
+                             "files")
         raise ValueError("no samples: tracks too short for the history and horizon")
     feats = Features(*[np.concatenate([getattr(p[0], name) for p in parts])
                        for name in Features.__dataclass_fields__])

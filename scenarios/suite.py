@@ -75,8 +75,9 @@ def resolve(suite: str | Path) -> list[Scenario]:
         if text in shipped() or Path(text).suffix == ".toml" or "/" in text:
             raise
         raise ScenarioError(f"unknown suite '{text}': expected a group ({', '.join(table)}), "
-                            f"a shipped scenario ({', '.join(shipped())}) or a path to a "
-                            ".toml file") from exc
+                            f"a shipped scenario ({', '.join(shipped())}), a path to a "
+                            ".toml file or a recording to replay (.npz track file, NGSIM "
+                            ".csv / .csv.gz)") from exc
 
 
 def episodes(suite: str | Path, repeats: int = 1,

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import weakref
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +21,7 @@ import pygame  # noqa: E402
 import pygame.gfxdraw  # noqa: E402
 
 from sim.collision import box_corners, ttc_s
+from sim.files import atomic_path
 from sim.road import LANE_DEAD_END, Road
 
 # ---- palette ---------------------------------------------------------------------------------
@@ -1347,20 +1346,5 @@ def render(scene: Scene, view: View, surface: pygame.Surface | None = None) -> p
 
 def save_png(surface: pygame.Surface, path: str | os.PathLike) -> None:
     """Write surface as a PNG atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        pygame.image.save(surface, tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic_path(path, suffix=".png") as tmp:
+        pygame.image.save(surface, str(tmp))

@@ -33,6 +33,7 @@ import numpy as np
 
 from sim import collision, events
 from sim.avoidance import BUILTIN_MODES, EGO, AvoidanceParams, SafetyLayer, in_path_target
+from sim.files import atomic_path
 from sim.spec import WorldSpec
 from sim.state import ROLE_ACTOR, TrafficState
 from sim.world import Counters, World, init_state, make_world, step
@@ -638,6 +639,7 @@ COLUMNS = (("episodes", "episodes", "{:d}"), ("collisions", "collisions", "{:d}"
            ("collision_rate", "rate", "{:.1%}"), ("at_fault_collisions", "at fault", "{:d}"),
            ("impact_speed_mps", "impact km/h", "kmh"), ("min_ttc_s_p5", "min TTC p5 s", "{:.2f}"),
            ("min_gap_m_p5", "min gap p5 m", "{:.2f}"), ("hard_brakes", "hard brakes", "{:d}"),
+           ("hard_brakes_per_100km", "HB/100 km", "{:.1f}"),
            ("false_alarms", "false alarms", "{:d}"),
            ("false_alarms_per_100km", "FA/100 km", "{:.2f}"),
            ("mean_speed_mps", "mean speed m/s", "{:.2f}"),
@@ -721,11 +723,8 @@ def plot_cases(result: dict, path: str) -> None:
     axes[1].set_xticks(x)
     axes[1].set_xticklabels(labels, rotation=90, fontsize=6 if len(labels) > 40 else 8)
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)

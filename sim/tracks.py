@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from sim.files import atomic_path
 from sim.road import Road
 
 FLOAT_ARRAYS = ("x", "y", "vx", "vy", "heading")
@@ -99,22 +98,14 @@ def write_tracks(path: str | os.PathLike, tracks: Tracks) -> None:
     so the same episode always gives the same bytes. Checks the arrays first (ValueError)."""
     arrays = _to_arrays(tracks)
     _validate(arrays, str(path))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w") as zf:
-            for name, arr in arrays.items():
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = 0o644 << 16
-                with zf.open(info, "w", force_zip64=True) as out:
-                    np.lib.format.write_array(out, arr if arr.flags.c_contiguous else arr.copy(),
-                                              allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, arr if arr.flags.c_contiguous else arr.copy(),
+                                          allow_pickle=False)
 
 
 def read_tracks(path: str | os.PathLike) -> Tracks:

@@ -1025,20 +1025,11 @@ class GifWriter:
     def close(self) -> None:
         if not self._frames:
             return
-        import tempfile
+        from sim.files import atomic_path
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".gif",
-                                   dir=self.path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(self.path, suffix=".gif") as tmp:
             self._frames[0].save(tmp, save_all=True, append_images=self._frames[1:],
                                  duration=self.frame_ms, loop=0, optimize=False)
-            os.chmod(tmp, 0o666 & ~R._umask())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         self._frames = []
 
 

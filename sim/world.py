@@ -557,9 +557,11 @@ class RunResult:
     tracks: Tracks | None = None
 
     def inflow_delay_s(self, world: World) -> list[float]:
-        """Per entry lane, how far arrivals lag behind their schedule at the end, s: how long
-        traffic queues upstream of the road when demand exceeds what it can take."""
-        lag = np.where(world.inflow_vph() > 0, self.state.t_s - self.state.inflow_next_s, 0.0)
+        """Per entry lane (the lanes with inflow, in lane order), how far arrivals lag behind
+        their schedule at the end, s: how long traffic queues upstream of the road when
+        demand exceeds what it can take."""
+        entry = world.inflow_vph() > 0
+        lag = self.state.t_s - self.state.inflow_next_s[entry]
         return [round(float(v), 1) for v in np.maximum(lag, 0.0)]
 
 

@@ -80,3 +80,41 @@ def test_help_for_every_command():
                  ["info", "--help"]):
         res = cli(*args)
         assert res.returncode == 0 and "usage" in res.stdout
+
+
+def test_unwritable_outputs_exit_2_before_any_work(tmp_path):
+    """An output path that cannot be written is refused before the run starts, one line,
+    and a good file already there is left as it was."""
+    blocker = tmp_path / "file.npz"
+    blocker.write_bytes(b"keep me")
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    cases = [
+        (["run", "--headless", "--duration", "600", "--record", blocker / "x.npz"],
+         ["--record", "is not a folder"]),
+        (["run", "--headless", "--duration", "600", "--record", folder], ["--record", "folder"]),
+        (["run", "--headless", "--duration", "600", "--json", blocker / "s.json"], ["--json"]),
+        (["run", "--headless", "--duration", "600", "--frames-dir", blocker],
+         ["--frames-dir", "not a folder"]),
+        (["benchmark", "safety", "--suite", "ncap", "--json", blocker / "s.json"], ["--json"]),
+        (["train", "--data", "sim", "--out", folder], ["--out", "folder"]),
+    ]
+    for args, needles in cases:
+        assert_one_line_error(cli(*args), *needles)
+    assert blocker.read_bytes() == b"keep me"
+
+
+def test_outputs_get_the_permissions_of_new_files(tmp_path):
+    out, summary = tmp_path / "out.npz", tmp_path / "s.json"
+    res = cli("run", "--headless", "--duration", "1", "--record", out, "--json", summary,
+              "--quiet")
+    assert res.returncode == 0, res.stderr
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in (out, summary):
+        assert f.stat().st_mode & 0o777 == 0o666 & ~mask, f
+
+
+def test_run_headless_refuses_a_predictor_it_would_not_draw():
+    assert_one_line_error(cli("run", "--headless", "--predictor", "kalman", "--duration", "1"),
+                          "--predictor")
