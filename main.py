@@ -67,6 +67,16 @@ def check_outputs(args) -> None:
             why = output_problem(value, folder)
             if why:
                 raise InputError(f"{flag} {value}: {why}")
+    track_out = args.record if getattr(args, "record", None) else (
+        args.out if getattr(args, "command", None) == "import" else None)
+    if track_out and not track_out.lower().endswith(".npz"):
+        raise InputError(f"{track_out}: a track file is a .npz archive: give the name "
+                         "a .npz ending")
+    for src in [getattr(args, "file", None), getattr(args, "scenario", None),
+                *(getattr(args, "data", None) or [])]:
+        if (src and track_out and Path(src).exists()
+                and Path(src).resolve() == Path(track_out).resolve()):
+            raise InputError(f"{track_out}: the output would overwrite the input")
 
 
 def _shown(value, missing: str):
@@ -108,6 +118,23 @@ def positive_float(text: str) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def seconds_up_to(top_s: float, zero_ok: bool = False):
+    """An argparse type: a positive (zero_ok: or zero) number of seconds, at most top_s."""
+    def parse(text: str) -> float:
+        try:
+            zero = zero_ok and float(text) == 0.0
+        except ValueError:
+            zero = False
+        value = 0.0 if zero else positive_float(text)
+        if value > top_s:
+            raise argparse.ArgumentTypeError(f"expected at most {top_s:g} s, got {text!r}")
+        return value
+    return parse
+
+
+MAX_HORIZON_S = 30.0  # forecast, history and planning horizons: longer ones exhaust memory
 
 
 class _progress_bar:
@@ -537,9 +564,9 @@ def add_view_args(p, frames_help: str) -> None:
     g.add_argument("--checkpoint", metavar="NAME|FILE", help="checkpoint of a learned predictor")
     g.add_argument("--k", type=positive_int, default=6,
                    help="modes of a multimodal predictor (default 6)")
-    g.add_argument("--horizon", type=positive_float, default=3.0, metavar="S",
+    g.add_argument("--horizon", type=seconds_up_to(MAX_HORIZON_S), default=3.0, metavar="S",
                    help="forecast horizon, s (default 3)")
-    g.add_argument("--history", type=positive_float, default=2.0, metavar="S",
+    g.add_argument("--history", type=seconds_up_to(MAX_HORIZON_S), default=2.0, metavar="S",
                    help="past the predictor sees, s (default 2)")
     g.add_argument("--frames-dir", metavar="DIR", help=frames_help)
     g.add_argument("--frame-every", type=positive_int, default=1, metavar="N",
@@ -569,11 +596,16 @@ def _viewer(args, source, headless: bool, what: str):
     predictor = None
     if args.predictor:
         from predictor.registry import make_predictor
+        from sim.avoidance import max_horizon_steps
 
         try:
             predictor = make_predictor(args.predictor, checkpoint=args.checkpoint, k=args.k)
         except ValueError as exc:
             raise InputError(f"{what}: --predictor {args.predictor}: {exc}") from None
+        steps = max_horizon_steps(predictor)
+        if steps is not None and args.horizon > steps * predictor.dt_s + 1e-9:
+            raise InputError(f"{what}: --horizon {args.horizon:g}: {args.predictor} predicts "
+                             f"at most {steps * predictor.dt_s:g} s (its checkpoint)")
     try:
         view = View(width_px=args.size[0], height_px=args.size[1], px_per_m=args.zoom)
         return Viewer(source, predictor, view=view, horizon_s=args.horizon,
@@ -763,7 +795,11 @@ def cmd_benchmark_render(args) -> int:
             predictor = make_predictor(args.predictor, checkpoint=args.checkpoint, k=args.k)
         except ValueError as exc:
             raise InputError(f"benchmark render: --predictor {args.predictor}: {exc}") from None
-    res = benchmark_render(args.vehicles, args.frames, predictor, *args.size, seed=args.seed)
+    try:
+        res = benchmark_render(args.vehicles, args.frames, predictor, *args.size,
+                               seed=args.seed)
+    except ValueError as exc:
+        raise InputError(f"benchmark render --vehicles {args.vehicles}: {exc}") from None
     f, p, both = res["frame_ms"], res["predict_ms"], res["frame_with_predict_ms"]
     say(args, f"benchmark render: {res['width_px']}x{res['height_px']}, "
               f"{res['vehicles_in_view_min']}+ vehicles in view ({res['px_per_m']:g} px/m), "
@@ -896,8 +932,11 @@ def cmd_benchmark_sim(args) -> int:
     from sim.world import benchmark_throughput
 
     road = ROAD_CHOICES[args.road]
-    res = benchmark_throughput(args.vehicles, args.steps, road, seed=args.seed,
-                               repeats=args.repeats)
+    try:
+        res = benchmark_throughput(args.vehicles, args.steps, road, seed=args.seed,
+                                   repeats=args.repeats)
+    except ValueError as exc:
+        raise InputError(f"benchmark sim --vehicles {args.vehicles}: {exc}") from None
     say(args, f"benchmark sim: {args.vehicles} vehicles requested ({res['mean_active']:.0f} on "
           f"the road on average), {args.steps} steps of {res['dt']} s on {road}, "
           f"IDM + MOBIL + bicycle + collisions")
@@ -1003,9 +1042,10 @@ def add_benchmark_predict_parser(bsub) -> None:
                         f"default cv,ca,ctrv,kalman,cv_multi)")
     s.add_argument("--checkpoint", metavar="NAME|FILE",
                    help="checkpoint for learned predictors (baselines ignore it)")
-    s.add_argument("--history", type=float, default=2.0, metavar="S",
+    s.add_argument("--history", type=seconds_up_to(MAX_HORIZON_S, zero_ok=True), default=2.0,
+                   metavar="S",
                    help="seconds of past before the prediction time (default 2.0)")
-    s.add_argument("--horizon", type=positive_float, default=3.0, metavar="S",
+    s.add_argument("--horizon", type=seconds_up_to(MAX_HORIZON_S), default=3.0, metavar="S",
                    help="seconds predicted (default 3.0)")
     s.add_argument("--stride", type=positive_float, default=1.0, metavar="S",
                    help="seconds between prediction times (default 1.0)")
@@ -1199,7 +1239,8 @@ def add_avoidance_args(p, modes_help: str | None = None) -> None:
                    help="std of the agents' perceived velocities, m/s (default 0)")
     g.add_argument("--latency", type=float, default=0.0, metavar="S",
                    help="the layer sees the agents this much late, s (default 0)")
-    g.add_argument("--plan-horizon", type=positive_float, default=3.0, metavar="S",
+    g.add_argument("--plan-horizon", type=seconds_up_to(MAX_HORIZON_S), default=3.0,
+                   metavar="S",
                    help="the layer's planning horizon, s (default 3)")
 
 
@@ -1503,8 +1544,10 @@ def add_train_parser(sub) -> None:
                         "files (.csv/.csv.gz)")
     p.add_argument("--out", required=True, metavar="FILE.pt")
     p.add_argument("--cell", choices=("rnn", "gru", "lstm"), default="gru")
-    p.add_argument("--history", type=positive_float, default=2.0, help="s (default 2.0)")
-    p.add_argument("--horizon", type=positive_float, default=3.0, help="s (default 3.0)")
+    p.add_argument("--history", type=seconds_up_to(MAX_HORIZON_S), default=2.0,
+                   help="s (default 2.0)")
+    p.add_argument("--horizon", type=seconds_up_to(MAX_HORIZON_S), default=3.0,
+                   help="s (default 3.0)")
     p.add_argument("--hidden", type=positive_int, default=64)
     p.add_argument("--layers", type=positive_int, default=1)
     p.add_argument("--encoder-stride", type=positive_int, default=4, metavar="N",

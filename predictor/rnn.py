@@ -42,6 +42,11 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and the field."""
 
 
+CONFIG_INT_RANGES = {"hidden": 4096, "layers": 8, "encoder_stride": 100, "history_steps": 1000,
+                     "horizon_steps": 1000, "n_modes": 64, "n_neighbors": 64,
+                     "social_hidden": 4096}  # the largest each may be
+
+
 @dataclass(frozen=True)
 class RnnConfig:
     """Architecture and the protocol it was trained for (steps of dt_s)."""
@@ -61,14 +66,15 @@ class RnnConfig:
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
-        for name in ("hidden", "layers", "history_steps", "horizon_steps", "n_modes",
-                     "social_hidden", "encoder_stride"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if self.n_neighbors < 0 or not 0 <= self.dropout < 1:
-            raise ValueError("n_neighbors must be >= 0 and dropout in [0, 1)")
-        if not (np.isfinite(self.dt_s) and self.dt_s > 0):
-            raise ValueError("dt_s must be positive")
+        for name, top in CONFIG_INT_RANGES.items():
+            v = getattr(self, name)
+            lo = 0 if name == "n_neighbors" else 1
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= top:
+                raise ValueError(f"{name} must be an integer in {lo}..{top}, got {v!r}")
+        for name, lo, hi in (("dt_s", 1e-3, 10.0), ("dropout", 0.0, 0.999)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be a number in {lo:g}..{hi:g}, got {v!r}")
 
     @property
     def nb_lag_steps(self) -> tuple[int, ...]:
@@ -311,6 +317,9 @@ def load_checkpoint(name_or_path: str | None) -> tuple[RnnForecaster, dict, dict
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt archives
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Weights only load failed" in msg:
+            raise CheckpointError(f"{name}: not a drivecast checkpoint (it holds Python objects "
+                                  "other than tensors and plain data; refused unread)") from None
         raise CheckpointError(f"{name}: unreadable checkpoint ({msg[:160]})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{name}: not a drivecast checkpoint (top level is not a dict)")
@@ -327,12 +336,18 @@ def load_checkpoint(name_or_path: str | None) -> tuple[RnnForecaster, dict, dict
     state = obj.get("state_dict")
     if not isinstance(state, dict):
         raise CheckpointError(f"{name}: field 'state_dict': missing or not a dict")
+    for key, value in state.items():
+        if not (isinstance(value, torch.Tensor) and value.is_floating_point()
+                and bool(torch.isfinite(value).all())):
+            raise CheckpointError(f"{name}: field 'state_dict': {key!r} is not a tensor of "
+                                  "finite floating-point values")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
         raise CheckpointError(f"{name}: field 'state_dict' does not match the config "
-                              f"({first[:160]})") from None
+                              f"({detail[:160]})") from None
     try:
         meta = json.loads(obj.get("meta", "{}"))
     except (TypeError, json.JSONDecodeError):

@@ -223,11 +223,17 @@ def train_model(train: Samples, val: Samples, model_config: RnnConfig, cfg: Trai
         if asdict(state_model.config) != asdict(model_config):
             raise ValueError(f"{resume_path}: model settings differ from this run's")
         model.load_state_dict(state_model.state_dict())
-        opt.load_state_dict(extra["optimizer"])
-        sched.load_state_dict(extra["scheduler"])
-        start = int(state_meta["epoch"]) + 1
-        best, since_best = float(state_meta["best"]), int(state_meta["since_best"])
-        logs = [EpochLog(**e) for e in state_meta.get("logs", [])]
+        try:
+            opt.load_state_dict(extra["optimizer"])
+            sched.load_state_dict(extra["scheduler"])
+            start = int(state_meta["epoch"]) + 1
+            best, since_best = float(state_meta["best"]), int(state_meta["since_best"])
+            logs = [EpochLog(**e) for e in state_meta.get("logs", [])]
+        except KeyError as exc:
+            raise ValueError(f"{resume_path}: field {exc}: missing (not a training state "
+                             "that train wrote)") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{resume_path}: training state unreadable ({exc})") from None
     meta = dict(meta or {})
     for epoch in range(start, cfg.epochs):
         if since_best >= cfg.patience:

@@ -414,6 +414,11 @@ def _dataclass(where: str, path: str, table, cls):
         if scale != 1.0 and converted is not None:
             converted = converted / scale
         kwargs[field_name] = converted
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.init and f.name not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ScenarioError(f"{where}: {path}.{missing[0]}: missing (a required key)")
     try:
         return cls(**kwargs)
     except FieldError as exc:

@@ -53,6 +53,8 @@ LANE_WIDTH_FT = 12.0  # US-101 and I-80 lanes, for lanes from Local_X
 MIN_RUN_FRAMES = 3  # shorter runs of frames have no usable velocity and are dropped
 HEADING_MIN_SPEED_MPS = 0.5
 PERIOD_GAP_S = 60.0
+MAX_PERIODS = 100  # more recording periods in one file: its clock columns are wrong
+MAX_FRAME = 10_000_000  # frames (11.6 days at 10 Hz): larger ones are not NGSIM frames
 ID_STRIDE = 100_000
 CHUNK_ROWS = 200_000
 
@@ -109,7 +111,7 @@ def _open_text(path: Path):
     with open(path, "rb") as fh:
         magic = fh.read(2)
     raw = gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
 
 
 def _header(name: str, line: str) -> dict[str, int]:
@@ -285,6 +287,9 @@ def tracks_from_rows(cols: dict[str, np.ndarray], name: str, location: str | Non
                                    f"{', '.join(locations)})")
         keep = loc == location
         cols = {k: v[keep] for k, v in cols.items()}
+    elif location is not None:
+        raise NgsimFormatError(f"{name}: --location {location}: the file has no Location "
+                               "column (it holds one location)")
     location = location or "unknown"
     frame = cols["frame_id"]
     vid = cols["vehicle_id"]
@@ -292,13 +297,21 @@ def tracks_from_rows(cols: dict[str, np.ndarray], name: str, location: str | Non
         if (arr != np.round(arr)).any() or (arr < 0).any():
             row = int(np.flatnonzero((arr != np.round(arr)) | (arr < 0))[0])
             raise NgsimFormatError(f"{name}: column '{c}': expected non-negative integers "
-                                   f"(value {arr[row]!r})")
+                                   f"(value {float(arr[row]):g})")
     if (vid >= ID_STRIDE).any():
         raise NgsimFormatError(f"{name}: column 'vehicle_id': ids must be < {ID_STRIDE}")
+    if (frame >= MAX_FRAME).any():
+        row = int(np.flatnonzero(frame >= MAX_FRAME)[0])
+        raise NgsimFormatError(f"{name}: column 'frame_id': frames must be < {MAX_FRAME:g} "
+                               f"(value {float(frame[row]):g})")
     gt = cols.get("global_time")
     offset = gt - 100.0 * frame if gt is not None else np.zeros(len(frame))
     period, period_offset = _periods(offset)
     n_periods = len(period_offset)
+    if n_periods > MAX_PERIODS:
+        raise NgsimFormatError(f"{name}: columns 'global_time' and 'frame_id' disagree: "
+                               f"{n_periods} recording periods (global_time must advance "
+                               f"100 ms per frame within a period)")
     # one row per (period, vehicle, frame): the first occurrence in the file wins
     order = np.lexsort((np.arange(len(frame)), frame, vid, period))
     key = np.stack([period[order], vid[order], frame[order]], 1)
@@ -336,6 +349,9 @@ def tracks_from_rows(cols: dict[str, np.ndarray], name: str, location: str | Non
                                               f"{PERIOD_GAP_S:g} s after the previous period"),
         })
     step = start_idx[period] + frame - f_lo[period]
+    if step.min() < 0 or step.max() >= MAX_FRAME:
+        raise NgsimFormatError(f"{name}: columns 'global_time' and 'frame_id' disagree: the "
+                               "periods they give overlap or span too long a time")
     n_steps = int(step.max()) + 1
     uid = vid + (period * ID_STRIDE if n_periods > 1 else 0)
     ids, agent = np.unique(uid, return_inverse=True)

@@ -183,6 +183,13 @@ def compile_script(spec: WorldSpec, road: Road) -> Script | None:
     lanes, stations and cut-in adjacency (FieldError with paths like actors[0].lane)."""
     ego = spec.ego
     n_ego = 0 if ego is None else 1
+    if ego is not None:  # first: actors may be placed relative to the ego
+        if ego.lane >= road.n_lanes:
+            raise FieldError("ego.lane", f"a lane of the road (0..{road.n_lanes - 1})")
+        lo, hi = road.station_range_m[ego.lane]
+        if not lo <= ego.station_m <= hi:
+            raise FieldError("ego.station_m", f"a position on lane {ego.lane} (stations "
+                             f"{lo:g}..{hi:g} m)")
     for i, a in enumerate(spec.actors):
         if a.lane >= road.n_lanes:
             raise FieldError(f"actors[{i}].lane", f"a lane of the road (0..{road.n_lanes - 1})")
@@ -192,11 +199,6 @@ def compile_script(spec: WorldSpec, road: Road) -> Script | None:
             raise FieldError(f"actors[{i}].{a.placement}", f"a position on lane {a.lane} "
                              f"(stations {lo:g}..{hi:g} m); it puts the actor at "
                              f"{station_m:.1f} m")
-    if ego is not None:
-        lo, hi = road.station_range_m[ego.lane]
-        if not lo <= ego.station_m <= hi:
-            raise FieldError("ego.station_m", f"a position on lane {ego.lane} (stations "
-                             f"{lo:g}..{hi:g} m)")
     actor_index = {a.name: i for i, a in enumerate(spec.actors)}
     for i, e in enumerate(spec.events):
         if e.to_lane is not None and e.to_lane >= road.n_lanes:

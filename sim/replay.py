@@ -277,6 +277,9 @@ class _Replay:
         self.tr, self.spec, self.road, self.hook = tracks, spec, road, hook
         self.locator = RoadLocator(road)
         self.junction = _junction_of(tracks, road)
+        if spec.ego_turn is not None and self.junction is None:
+            raise ReplayError(f"ego_turn: the recording's road ({road.kind}) has no junction "
+                              "to turn at")
         n, n_t = tracks.n_agents, tracks.n_steps
         if n_t < 2:
             raise ReplayError("the recording has fewer than two time steps")

@@ -26,6 +26,8 @@ LANE_EXIT = 0  # vehicles leave the road at the end of the lane
 LANE_DEAD_END = 1  # the lane ends: vehicles must leave it sideways before (acceleration lane)
 
 _LANE_KEY_M = 1.0e7  # separates lanes in flattened search keys; larger than any lane
+MAX_COORD_M = 1.0e6  # road files: coordinates and stations within this (1000 km)
+MAX_LANE_WIDTH_M = 10.0
 
 TURN_NONE = -1  # not a junction lane / no route preference
 TURN_STRAIGHT = 0
@@ -435,11 +437,20 @@ class Road:
                 st = np.asarray(lane["station"], float)
                 if x.ndim != 1 or x.shape != y.shape or x.shape != st.shape or len(x) < 2:
                     raise ValueError("x, y, station must be equal-length lists of >= 2 numbers")
+                if not np.all(np.abs(np.concatenate([x, y, st])) <= MAX_COORD_M):
+                    raise ValueError(f"x, y, station must be finite and within "
+                                     f"+-{MAX_COORD_M:g} m")
+                if np.any(np.diff(st) <= 0.0):
+                    raise ValueError("station must increase along the lane")
                 xs.append(x)
                 ys.append(y)
                 sts.append(st)
                 starts.append(starts[-1] + len(x))
-                cols["width_m"].append(float(lane["width_m"]))
+                width = float(lane["width_m"])
+                if not 0.0 < width <= MAX_LANE_WIDTH_M:
+                    raise ValueError(f"width_m must be in (0, {MAX_LANE_WIDTH_M:g}] m, got "
+                                     f"{lane['width_m']!r}")
+                cols["width_m"].append(width)
                 for name in ("left", "right", "successor"):
                     cols[name].append(int(lane[name]))
                 succ = lane.get("successors")

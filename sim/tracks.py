@@ -207,9 +207,12 @@ def _validate(a: dict[str, np.ndarray], name: str) -> None:
     dt = meta["dt"]
     if not isinstance(dt, (int, float)) or isinstance(dt, bool) or not np.isfinite(dt):
         _fail(name, "meta", "'dt' must be a number")
+    if dt <= 0:
+        _fail(name, "meta", f"'dt' must be > 0, got {dt}")
     if n_steps > 1:
-        step = np.diff(t)
-        if dt <= 0 or np.max(np.abs(step - dt)) > 1e-6 * max(1.0, float(np.max(np.abs(t)))):
+        # every step within 0.1 % of dt (and the float64 resolution of large time stamps)
+        tol = 1e-3 * dt + 4.0 * float(np.spacing(np.max(np.abs(t))))
+        if not np.all(np.abs(np.diff(t) - dt) <= tol):
             _fail(name, "t", f"time step is not uniform and equal to meta dt={dt}")
     ids = a["ids"]
     if ids.dtype != np.int64 or ids.ndim != 1:

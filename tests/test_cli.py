@@ -118,3 +118,37 @@ def test_outputs_get_the_permissions_of_new_files(tmp_path):
 def test_run_headless_refuses_a_predictor_it_would_not_draw():
     assert_one_line_error(cli("run", "--headless", "--predictor", "kalman", "--duration", "1"),
                           "--predictor")
+
+
+def test_track_outputs_need_a_npz_name_and_never_overwrite_the_input(tmp_path):
+    rec = tmp_path / "rec.npz"
+    assert cli("run", "--headless", "--duration", "1", "--record", rec, "--quiet").returncode == 0
+    before = rec.read_bytes()
+    assert_one_line_error(cli("run", "--scenario", rec, "--headless", "--record", rec),
+                          "would overwrite the input")
+    assert_one_line_error(cli("run", "--headless", "--duration", "1", "--record",
+                              tmp_path / "rec.csv"), ".npz")
+    assert rec.read_bytes() == before
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["run", "--headless", "--duration", "1", "--predictor", "cv", "--horizon", "1e9",
+      "--frames-dir", "frames"], ["--horizon", "at most 30"]),
+    (["run", "--headless", "--duration", "1", "--predictor", "rnn", "--checkpoint", "sim",
+      "--horizon", "10", "--frames-dir", "frames"], ["--horizon 10", "at most 3 s"]),
+    (["benchmark", "sim", "--vehicles", "40000", "--steps", "1", "--repeats", "1"],
+     ["--vehicles 40000"]),
+])
+def test_out_of_range_settings_exit_2_with_one_line(tmp_path, args, needles):
+    args = [str(tmp_path / a) if a == "frames" else a for a in args]
+    assert_one_line_error(cli(*args), *needles)
+    assert not (tmp_path / "frames").exists()
+
+
+def test_scenario_errors_name_the_field_at_fault(tmp_path):
+    text = (REPO / "scenarios" / "lead_brake.toml").read_text()
+    bad = tmp_path / "far_ego.toml"
+    head, ego = text.split("[ego]\n", 1)
+    assert ego.startswith("lane = 0\nstation_m = 100.0\n")
+    bad.write_text(head + "[ego]\n" + ego.replace("station_m = 100.0", "station_m = 5000.0", 1))
+    assert_one_line_error(cli("run", "--headless", "--scenario", bad), "ego.station_m")

@@ -164,8 +164,35 @@ def test_bad_checkpoints_are_refused_naming_the_file(tmp_path):
         load_checkpoint(str(wrong))
     evil = tmp_path / "evil.pt"
     torch.save({"format": "drivecast-rnn/1", "obj": datetime.date(2020, 1, 1)}, evil)
-    with pytest.raises(CheckpointError, match="evil.pt"):
+    with pytest.raises(CheckpointError, match="evil.pt.*Python objects"):
         load_checkpoint(str(evil))
+    # a config out of range or of the wrong type, weights that are not finite floats
+    for edit, needle in ((('"hidden": 16', '"hidden": "16"'), "hidden must be an integer"),
+                         (('"history_steps": 10', '"history_steps": 1000000000'),
+                          "history_steps must be an integer in 1..1000")):
+        bad = tmp_path / "bad_config.pt"
+        obj = torch.load(good, weights_only=True)
+        obj["config"] = obj["config"].replace(*edit)
+        torch.save(obj, bad)
+        with pytest.raises(CheckpointError, match=f"field 'config': {needle}"):
+            load_checkpoint(str(bad))
+    for value in (torch.full((5,), float("nan")), torch.zeros(5, dtype=torch.int64)):
+        bad = tmp_path / "bad_weights.pt"
+        obj = torch.load(good, weights_only=True)
+        obj["state_dict"]["target_mean"] = value
+        torch.save(obj, bad)
+        with pytest.raises(CheckpointError, match="'target_mean' is not a tensor of finite"):
+            load_checkpoint(str(bad))
+
+
+def test_resume_from_a_file_without_training_state_is_refused(tmp_path):
+    tr = straight_tracks(n_steps=60)
+    samples = build_samples([tr], SMALL, stride_s=0.5)
+    out = tmp_path / "m.pt"
+    save_checkpoint(f"{out}.resume", RnnForecaster(SMALL), {})  # a model, no optimizer state
+    with pytest.raises(ValueError, match="m.pt.resume: field 'optimizer': missing"):
+        train_model(samples, samples, SMALL, TrainConfig(epochs=1, threads=1), str(out),
+                    resume=True)
 
 
 def test_empty_history_gives_empty_prediction(tmp_path):

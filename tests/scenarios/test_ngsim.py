@@ -160,6 +160,11 @@ def test_causal_smoothing_never_looks_ahead(tmp_path):
     ((SUBSET_HEADER + "\n").encode(), "no data rows"),
     ((SUBSET_HEADER + "\n1,2,999,1118846979100,1,2,0,0,0,0\n").encode(),
      "no vehicle has 3 or more"),
+    ((SUBSET_HEADER + "\n" + "\n".join(  # Global_Time 1.5 s per frame, not 0.1 s
+        f"1,{f},999,{CLOCK + 1500 * f},1,{f},0,0,0,0" for f in range(300))).encode(),
+     "columns 'global_time' and 'frame_id' disagree"),
+    ((SUBSET_HEADER + "\n1,1e300,999,1118846979100,1,2,0,0,0,0\n").encode(),
+     "column 'frame_id': frames must be <"),
 ])
 def test_bad_files_refused(tmp_path, content, needle):
     f = tmp_path / "bad.csv"

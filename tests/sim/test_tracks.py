@@ -47,6 +47,18 @@ def _save_raw(path, **arrays):
     np.savez(path, **arrays)
 
 
+def _road_json(**lane_changes) -> str:
+    obj = json.loads(straight_highway(n_lanes=1, length_m=200.0).to_json())
+    lane = obj["lanes"][0]
+    for key, value in lane_changes.items():
+        lane[key] = value
+        if key in ("x", "y", "station"):  # keep the point lists the same length
+            for other in ("x", "y", "station"):
+                if other != key:
+                    lane[other] = lane[other][:len(value)]
+    return json.dumps(obj)
+
+
 def _good_arrays():
     tr = make_tracks()
     return dict(t=tr.t, x=tr.x, y=tr.y, vx=tr.vx, vy=tr.vy, heading=tr.heading,
@@ -69,6 +81,13 @@ def _good_arrays():
     (lambda a: a.update(lane=np.zeros((3, 5), np.int64)), "'lane'"),
     (lambda a: a.update(ego=np.array(7)), "'ego'"),
     (lambda a: a.update(road=np.array('{"lanes": []}')), "'road'"),
+    (lambda a: a.update(road=np.array(_road_json(width_m=0.0))), "width_m"),
+    (lambda a: a.update(road=np.array(_road_json(station=[0.0, 0.0]))), "station"),
+    (lambda a: a.update(road=np.array(_road_json(x=[0.0, 1e300]))), "'road'"),
+    (lambda a: a.update(t=a["t"][:1], x=a["x"][:, :1], y=a["y"][:, :1], vx=a["vx"][:, :1],
+                        vy=a["vy"][:, :1], heading=a["heading"][:, :1],
+                        meta=np.array('{"source": "test", "dt": 0.0}')), "'dt' must be > 0"),
+    (lambda a: a.update(t=1.1e9 + np.array([0.0, 0.1, 500.2, 500.3, 500.4])), "'t'"),
     (lambda a: a.update(x=np.array([object()] * 15).reshape(3, 5)), "'x'"),
 ])
 def test_each_spec_violation_is_refused_naming_the_array(tmp_path, mutate, field):
