@@ -49,6 +49,9 @@ def output_problem(path: str | os.PathLike, folder: bool = False) -> str | None:
         base = base.parent
     if not base.is_dir():
         return f"{base} is not a folder"
-    if not os.access(base, os.W_OK | os.X_OK):
-        return f"folder {base} is not writable"
+    try:  # the one sure test: make (and remove) a file there
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as exc:
+        return f"cannot write in folder {base} ({exc.strerror or exc})"
     return None
