@@ -1304,6 +1304,9 @@ def cmd_benchmark_safety(args) -> int:
     say(args, safety.format_table(result))
     say(args, f"{n_jobs} runs, {sum(e['duration_s'] for e in result['episodes']):.0f} s "
               f"simulated, wall {result['wall_s']:.1f} s with {result['workers']} worker(s)")
+    say(args, "CPU per mode: " + ", ".join(
+        f"{m} {c['cpu_s']:.1f} s ({c['ms_per_step']:.2f} ms/step)"
+        for m, c in result["cpu"].items() if c["ms_per_step"] is not None))
     write_results(args, result, safety.plot_cases)
     return 0
 

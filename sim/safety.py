@@ -451,7 +451,9 @@ def _predictor_for(mode: str):
     return cache[mode]
 
 
-def _run_job(job: Job) -> tuple[int, dict]:
+def _run_job(job: Job) -> tuple[int, dict, float]:
+    """(job index, episode result, CPU seconds the episode took in this process)."""
+    predictor = _predictor_for(job.mode)
     if isinstance(job.spec, ReplayEpisode):
         name = job.spec.name
         tracks, roads = _WORKER["recordings"][name], _WORKER["roads"]
@@ -459,20 +461,24 @@ def _run_job(job: Job) -> tuple[int, dict]:
             from sim.replay import road_of
 
             roads[name] = road_of(tracks)
-        return job.index, run_replay_episode(job.spec, tracks, job.mode,
-                                             _predictor_for(job.mode), _WORKER["params"],
-                                             _WORKER["settings"], roads[name])
-    return job.index, run_episode(job.spec, job.mode, _predictor_for(job.mode),
-                                  _WORKER["params"], _WORKER["settings"])
+        t0 = time.process_time()
+        res = run_replay_episode(job.spec, tracks, job.mode, predictor, _WORKER["params"],
+                                 _WORKER["settings"], roads[name])
+    else:
+        t0 = time.process_time()
+        res = run_episode(job.spec, job.mode, predictor, _WORKER["params"], _WORKER["settings"])
+    return job.index, res, time.process_time() - t0
 
 
 def run_jobs(jobs: list[Job], factory: PredictorFactory | None,
              params: AvoidanceParams | None = None, settings: SafetySettings | None = None,
              workers: int | None = None,
              progress: Callable[[int, int], None] | None = None,
-             start_method: str | None = None, recordings: dict | None = None) -> list[dict]:
+             start_method: str | None = None,
+             recordings: dict | None = None) -> tuple[list[dict], list[float]]:
     """Run every job (in `workers` processes; 1: in this process) and return the episode
-    results in job order. recordings: {name: Tracks} the ReplayEpisode jobs replay.
+    results and the CPU seconds each took, in job order. recordings: {name: Tracks} the
+    ReplayEpisode jobs replay.
     progress(done, total) after each. start_method: how worker
     processes start; default fork on Linux (fast, and the factory need not be importable),
     spawn elsewhere. Pass "spawn" once this process has run torch: a child forked from a
@@ -481,14 +487,14 @@ def run_jobs(jobs: list[Job], factory: PredictorFactory | None,
     settings = settings or SafetySettings()
     workers = workers or os.cpu_count() or 1
     out: list[dict | None] = [None] * len(jobs)
+    cpu = [0.0] * len(jobs)
     if workers <= 1 or len(jobs) <= 1:
         _init_worker(factory, params, settings, recordings)
         for done, job in enumerate(jobs, 1):
-            i, res = _run_job(job)
-            out[i] = res
+            i, out[i], cpu[i] = _run_job(job)
             if progress:
                 progress(done, len(jobs))
-        return out
+        return out, cpu
     import multiprocessing as mp
 
     method = start_method or ("fork" if sys.platform.startswith("linux") else "spawn")
@@ -498,11 +504,10 @@ def run_jobs(jobs: list[Job], factory: PredictorFactory | None,
                              initargs=(factory, params, settings, recordings)) as pool:
         futures = [pool.submit(_run_job, job) for job in jobs]
         for done, fut in enumerate(as_completed(futures), 1):
-            i, res = fut.result()
-            out[i] = res
+            i, out[i], cpu[i] = fut.result()
             if progress:
                 progress(done, len(jobs))
-    return out
+    return out, cpu
 
 
 def make_jobs(specs: list[WorldSpec], modes: list[str]) -> list[Job]:
@@ -609,7 +614,9 @@ def benchmark(specs: list[WorldSpec], modes: list[str], factory: PredictorFactor
               start_method: str | None = None, recordings: dict | None = None) -> dict:
     """Run every spec (a WorldSpec, or a ReplayEpisode of one of `recordings`) in every
     mode and aggregate: {"results", "by_case"?, "episodes", "params", "settings", "workers",
-    "wall_s"}. start_method: see run_jobs."""
+    "wall_s", "cpu"}; cpu per mode: the CPU seconds its episodes took in the workers and per
+    simulated step, ms (what the machine's speed sets; the results do not depend on it).
+    start_method: see run_jobs."""
     params = params or AvoidanceParams()
     settings = settings or SafetySettings()
     replaying = all(isinstance(s, ReplayEpisode) for s in specs)
@@ -620,12 +627,21 @@ def benchmark(specs: list[WorldSpec], modes: list[str], factory: PredictorFactor
             raise ValueError(f"avoidance mode {m!r} needs a forecaster factory")
     workers = workers or os.cpu_count() or 1
     t0 = time.perf_counter()
-    episodes = run_jobs(make_jobs(specs, modes), factory, params, settings, workers, progress,
-                        start_method, recordings)
+    jobs = make_jobs(specs, modes)
+    episodes, cpu_s = run_jobs(jobs, factory, params, settings, workers, progress,
+                               start_method, recordings)
     wall = time.perf_counter() - t0
     out = aggregate(episodes, modes, by_case)
+    cpu = {}
+    for m in modes:
+        idx = [j.index for j in jobs if j.mode == m]
+        total = sum(cpu_s[i] for i in idx)
+        steps = sum(episodes[i]["steps"] for i in idx)
+        cpu[m] = {"cpu_s": round(total, 2),
+                  "ms_per_step": round(1000.0 * total / steps, 3) if steps else None}
     out.update(episodes=episodes, params=_plain(asdict(params)),
-               settings=_plain(asdict(settings)), workers=workers, wall_s=round(wall, 2))
+               settings=_plain(asdict(settings)), workers=workers, wall_s=round(wall, 2),
+               cpu=cpu)
     return out
 
 
