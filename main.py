@@ -137,7 +137,7 @@ def seconds_up_to(top_s: float, zero_ok: bool = False):
 MAX_HORIZON_S = 30.0  # forecast, history and planning horizons: longer ones exhaust memory
 
 
-class _progress_bar:
+class _ProgressBar:
     """A tqdm bar on stderr (or a no-op) with update(n) and close(), drawn from the first
     update on (an error found before the work starts stays the only line on stderr)."""
 
@@ -252,7 +252,7 @@ def cmd_run(args) -> int:
         return run_window_mode(args, world, layer, annotate)
     frames = frame_hook(args, world, inner=layer, annotate=annotate)
     n_steps = int(round(spec.duration_s / spec.dt_s))
-    bar = _progress_bar(n_steps, "simulating", not args.quiet)
+    bar = _ProgressBar(n_steps, "simulating", not args.quiet)
     t0 = time.perf_counter()
     result = run(world, record_every=args.record_every if args.record else None,
                  progress=lambda i, n: bar.update(1),
@@ -423,7 +423,7 @@ def cmd_run_replay(args) -> int:
     if args.duration is not None:
         n_steps = min(n_steps, int(round(args.duration / dt)))
     layer = replay_safety_layer(args, tracks, spec)
-    bar = _progress_bar(n_steps, "replaying", not args.quiet)
+    bar = _ProgressBar(n_steps, "replaying", not args.quiet)
     t0 = time.perf_counter()
     try:
         res = replay(tracks, spec, hook=layer, progress=lambda i, n: bar.update(1))
@@ -530,7 +530,7 @@ def _show_replay(args, tracks, window: bool) -> dict:
         return {}
     gif = _gif_writer(args, source.dt_s * args.frame_every)
     n = source.head - source.cursor
-    bar = _progress_bar(n, "drawing", not args.quiet)
+    bar = _ProgressBar(n, "drawing", not args.quiet)
     drawn = write_frames(viewer, n, args.frames_dir, args.frame_every, gif,
                          progress=bar.update)
     bar.close()
@@ -748,7 +748,7 @@ def cmd_replay(args) -> int:
         if args.duration is not None:
             n = min(n, int(round(args.duration / source.dt_s)))
         gif = _gif_writer(args, source.dt_s * args.frame_every)
-        bar = _progress_bar(n, "drawing", not args.quiet)
+        bar = _ProgressBar(n, "drawing", not args.quiet)
         drawn = write_frames(viewer, n, args.frames_dir, args.frame_every, gif,
                              progress=bar.update)
         bar.close()
@@ -1453,7 +1453,7 @@ def cmd_train(args) -> int:
     def sim_progress(i, n):
         nonlocal bar
         if bar is None:
-            bar = _progress_bar(n, "simulating the suite", not quiet)
+            bar = _ProgressBar(n, "simulating the suite", not quiet)
         bar.update(1)
 
     try:

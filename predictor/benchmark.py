@@ -17,6 +17,7 @@ look-ahead many published numbers carry); docs/forecast_benchmark.md shows both.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import zipfile
@@ -156,59 +157,79 @@ def resample(tracks: Tracks, dt_s: float, where: str) -> Tracks:
 
 
 def classify_maneuvers(tracks: Tracks, rows: np.ndarray, cols: np.ndarray,
-                       horizon_steps: int, past_steps: int = 0) -> np.ndarray:
-    """(S,) int8 index into MANEUVERS from the true future of each sample (and whether its
-    past already shows it).
+                       horizon_steps: int, past_steps: int = 0,
+                       past: Tracks | None = None, course_steps: int = 0) -> np.ndarray:
+    """(S,) int8 index into MANEUVERS from the true future of each sample (`tracks`), and
+    whether the past the forecasters see (`past`, default `tracks`; e.g. causally smoothed
+    NGSIM inputs) already shows it.
 
     lane change (or turn): the lateral displacement between now and the end of the horizon,
       measured in the road frame, is at least LATERAL_M. Road frame: the Frenet frame of the
       lane the agent is on now when the track file carries a road (so road curvature is not
-      lateral motion); y for NGSIM (x runs along the road); otherwise the current course.
+      lateral motion); y for NGSIM (x runs along the road); otherwise the course course_steps
+      before now (the start of the history: one a lane change under way has not turned yet,
+      unless it began before).
     brake / accelerate: the mean acceleration over the horizon, (|v(end)| - |v(now)|) /
       horizon, is at most -ACCEL_MPS2 / at least +ACCEL_MPS2.
     keep_lane: everything else (steady speed in the lane).
-    A lane change or a brake has begun when the past_steps before now (the samples' history
-    holds them) show it: at least BEGUN_LATERAL_M sideways in the future's direction, or a
-    mean deceleration of at least BEGUN_ACCEL_MPS2; past_steps 0: none has.
+    A lane change or a brake has begun when the past_steps before now show it: at least
+    BEGUN_LATERAL_M sideways in the direction the future goes on, or a mean deceleration of
+    at least BEGUN_ACCEL_MPS2; past_steps 0: none has.
     """
+    past = tracks if past is None else past
     end = cols + horizon_steps
     back = cols - past_steps
     x, y = np.asarray(tracks.x, float), np.asarray(tracks.y, float)
     vx, vy = np.asarray(tracks.vx, float), np.asarray(tracks.vy, float)
+    px, py = np.asarray(past.x, float), np.asarray(past.y, float)
+    pvx, pvy = np.asarray(past.vx, float), np.asarray(past.vy, float)
     x0, y0, x1, y1 = x[rows, cols], y[rows, cols], x[rows, end], y[rows, end]
-    xb, yb = x[rows, back], y[rows, back]
     v0 = np.hypot(vx[rows, cols], vy[rows, cols])
     v1 = np.hypot(vx[rows, end], vy[rows, end])
-    vb = np.hypot(vx[rows, back], vy[rows, back])
     mean_acc = (v1 - v0) / (horizon_steps * tracks.dt_s)
-    past_acc = (v0 - vb) / max(past_steps * tracks.dt_s, 1e-9)
+    past_acc = ((np.hypot(pvx[rows, cols], pvy[rows, cols])
+                 - np.hypot(pvx[rows, back], pvy[rows, back]))
+                / max(past_steps * tracks.dt_s, 1e-9))
     if tracks.road is not None and len(rows):
         road = tracks.road
         lane0, s0, d0 = road.locate(x0, y0)
 
-        def d_at(k: int) -> np.ndarray:
-            """Road-frame offset k steps from now, searched near the arc length driven."""
+        def d_at(ax: np.ndarray, ay: np.ndarray, k: int) -> np.ndarray:
+            """Road-frame offset of points (ax, ay) k steps from now, searched near the arc
+            length driven."""
             steps = np.arange(min(0, k), max(0, k) + 1)
             at = (rows[:, None], cols[:, None] + steps)
-            tx, ty = x[at], y[at]
-            driven = np.hypot(np.diff(tx, axis=1), np.diff(ty, axis=1)).sum(axis=1)
-            return road.project(lane0, s0 + np.sign(k) * driven, x[rows, cols + k],
-                                y[rows, cols + k])[1]
+            driven = np.hypot(np.diff(ax[at], axis=1), np.diff(ay[at], axis=1)).sum(axis=1)
+            return road.project(lane0, s0 + np.sign(k) * driven, ax[rows, cols + k],
+                                ay[rows, cols + k])[1]
 
-        lateral = d_at(horizon_steps) - d0
-        lateral_past = d0 - d_at(-past_steps)
+        lateral = d_at(x, y, horizon_steps) - d0
+        direction = np.sign(lateral)
+        lateral_past = d_at(px, py, 0) - d_at(px, py, -past_steps)
     elif by_vehicle(tracks):
-        lateral, lateral_past = y1 - y0, y0 - yb
+        lateral = y1 - y0
+        direction = np.sign(lateral)
+        lateral_past = py[rows, cols] - py[rows, back]
     else:
-        psi = np.arctan2(vy[rows, cols], vx[rows, cols])
-        lateral = -(x1 - x0) * np.sin(psi) + (y1 - y0) * np.cos(psi)
-        lateral_past = -(x0 - xb) * np.sin(psi) + (y0 - yb) * np.cos(psi)
-    lc_begun = (past_steps > 0) & (lateral_past * np.sign(lateral) >= BEGUN_LATERAL_M)
+        ref = cols - course_steps
+        psi = np.arctan2(vy[rows, ref], vx[rows, ref])
+        c, sn = np.cos(psi), np.sin(psi)
+        lateral = -(x1 - x0) * sn + (y1 - y0) * c
+        direction = np.sign(lateral)
+        lateral_past = (-(px[rows, cols] - px[rows, back]) * sn
+                        + (py[rows, cols] - py[rows, back]) * c)
+    lc_begun = (past_steps > 0) & (lateral_past * direction >= BEGUN_LATERAL_M)
     brake_begun = (past_steps > 0) & (past_acc <= -BEGUN_ACCEL_MPS2)
     code = np.where(mean_acc <= -ACCEL_MPS2, np.where(brake_begun, 3, 2),
                     np.where(mean_acc >= ACCEL_MPS2, 1, 0))
     code = np.where(np.abs(lateral) >= LATERAL_M, np.where(lc_begun, 5, 4), code)
     return code.astype(np.int8)
+
+
+def begun_steps(dt_s: float, history_steps: int) -> int:
+    """Steps of past that judge whether a manoeuvre has begun: BEGUN_S (at least one step,
+    at most the history)."""
+    return min(history_steps, max(1, int(math.ceil(BEGUN_S / dt_s - 1e-9))))
 
 
 # ---- accumulating metrics ----------------------------------------------------------------------
@@ -316,13 +337,15 @@ def _file_info(ep: Episode, seed: int) -> dict:
     return info
 
 
-def _group_keys(spec: BenchmarkSpec, ep: Episode, truth: Tracks, rows, cols, history,
-                horizon) -> list:
+def _group_keys(spec: BenchmarkSpec, ep: Episode, truth: Tracks, inputs: Tracks, rows, cols,
+                history, horizon) -> list:
     if spec.by == "file":
         return [ep.path] * len(rows)
     if spec.by == "maneuver":
-        past = min(history, int(round(BEGUN_S / truth.dt_s)))
-        return [MANEUVERS[c] for c in classify_maneuvers(truth, rows, cols, horizon, past)]
+        codes = classify_maneuvers(truth, rows, cols, horizon,
+                                   begun_steps(truth.dt_s, history), past=inputs,
+                                   course_steps=history)
+        return [MANEUVERS[c] for c in codes]
     return []
 
 
@@ -427,7 +450,7 @@ def run_benchmark(episodes: list[Episode], predictors: list[Predictor],
                 r, c = rows[lo:lo + spec.batch], cols[lo:lo + spec.batch]
                 hist = history_from_tracks(inputs, r, c, h, n_nb)
                 fut = future_from_tracks(truth, r, c, f)
-                keys = _group_keys(spec, ep, truth, r, c, h, f)
+                keys = _group_keys(spec, ep, truth, inputs, r, c, h, f)
                 for p in preds:
                     t0 = time.perf_counter()
                     pred = p.predict(hist, f)

@@ -294,6 +294,8 @@ def save_checkpoint(path: str | os.PathLike, model: RnnForecaster, meta: dict,
            "state_dict": model.state_dict(), "meta": json.dumps(meta)}
     if extra:
         obj["extra"] = extra
+    # not sim.files.atomic_path: torch names the archive's folder after the file, so the
+    # temporary name is fixed (not random) to keep checkpoints byte-identical run to run
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         torch.save(obj, tmp)

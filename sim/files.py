@@ -9,11 +9,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def umask() -> int:
-    """The process's file-creation mask (read without changing it for long)."""
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+UMASK = _read_umask()  # the process's file-creation mask, read once at import (setting it to
+# read it would open a window for files other threads create)
 
 
 @contextmanager
@@ -27,7 +30,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~umask())
+        try:
+            os.chmod(tmp, 0o666 & ~UMASK)
+        except OSError:  # a file system without modes: keep what it gives
+            pass
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -26,7 +26,8 @@ LANE_EXIT = 0  # vehicles leave the road at the end of the lane
 LANE_DEAD_END = 1  # the lane ends: vehicles must leave it sideways before (acceleration lane)
 
 _LANE_KEY_M = 1.0e7  # separates lanes in flattened search keys; larger than any lane
-MAX_COORD_M = 1.0e6  # road files: coordinates and stations within this (1000 km)
+MAX_COORD_M = 1.0e7  # vertex coordinates within this (UTM northings fit)
+MAX_STATION_M = 0.5 * _LANE_KEY_M  # stations within this (the search keys need it)
 MAX_LANE_WIDTH_M = 10.0
 
 TURN_NONE = -1  # not a junction lane / no route preference
@@ -75,11 +76,27 @@ class Road:
             arr = getattr(self, name)
             if arr.shape != (n_vertices,) or not np.all(np.isfinite(arr)):
                 raise ValueError(f"{name} must be {n_vertices} finite numbers")
+        lane_of = np.repeat(np.arange(n_lanes), np.diff(self.lane_start))
+
+        def first(bad: np.ndarray, what: str) -> None:
+            if bad.any():
+                raise ValueError(f"lane {int(lane_of[np.flatnonzero(bad)[0]])}: {what}")
+
+        first((np.abs(self.px) > MAX_COORD_M) | (np.abs(self.py) > MAX_COORD_M),
+              f"x, y must be within +-{MAX_COORD_M:g} m")
+        first(np.abs(self.station) > MAX_STATION_M,
+              f"station must be within +-{MAX_STATION_M:g} m")
         seg = np.hypot(np.diff(self.px), np.diff(self.py))
         inner = np.ones(n_vertices - 1, bool)
         inner[self.lane_start[1:-1] - 1] = False
-        if np.any(seg[inner] <= 1e-9):
-            raise ValueError("a lane has two coincident consecutive vertices")
+        first(np.append(inner & (seg <= 1e-9), False), "two coincident consecutive vertices")
+        first(np.append(inner & (np.diff(self.station) <= 0.0), False),
+              "station must increase along the lane")
+        width = np.asarray(self.width_m, float)
+        if not np.all((width > 0.0) & (width <= MAX_LANE_WIDTH_M)):
+            bad = int(np.flatnonzero(~((width > 0.0) & (width <= MAX_LANE_WIDTH_M)))[0])
+            raise ValueError(f"lane {bad}: width_m must be in (0, {MAX_LANE_WIDTH_M:g}] m, "
+                             f"got {float(width[bad]):g}")
         for links in (self.left, self.right, self.successor):
             if np.any((links < -1) | (links >= n_lanes)):
                 raise ValueError("lane links must be -1 or a lane index")
@@ -437,20 +454,11 @@ class Road:
                 st = np.asarray(lane["station"], float)
                 if x.ndim != 1 or x.shape != y.shape or x.shape != st.shape or len(x) < 2:
                     raise ValueError("x, y, station must be equal-length lists of >= 2 numbers")
-                if not np.all(np.abs(np.concatenate([x, y, st])) <= MAX_COORD_M):
-                    raise ValueError(f"x, y, station must be finite and within "
-                                     f"+-{MAX_COORD_M:g} m")
-                if np.any(np.diff(st) <= 0.0):
-                    raise ValueError("station must increase along the lane")
                 xs.append(x)
                 ys.append(y)
                 sts.append(st)
                 starts.append(starts[-1] + len(x))
-                width = float(lane["width_m"])
-                if not 0.0 < width <= MAX_LANE_WIDTH_M:
-                    raise ValueError(f"width_m must be in (0, {MAX_LANE_WIDTH_M:g}] m, got "
-                                     f"{lane['width_m']!r}")
-                cols["width_m"].append(width)
+                cols["width_m"].append(float(lane["width_m"]))
                 for name in ("left", "right", "successor"):
                     cols[name].append(int(lane[name]))
                 succ = lane.get("successors")

@@ -105,14 +105,17 @@ def test_unwritable_outputs_exit_2_before_any_work(tmp_path):
 
 
 def test_outputs_get_the_permissions_of_new_files(tmp_path):
+    """Under umask 022 outputs are 0644 (a temporary file alone would be 0600)."""
     out, summary = tmp_path / "out.npz", tmp_path / "s.json"
-    res = cli("run", "--headless", "--duration", "1", "--record", out, "--json", summary,
-              "--quiet")
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    res = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "run", "--headless", "--duration", "1",
+         "--record", str(out), "--json", str(summary), "--quiet"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
+        preexec_fn=lambda: os.umask(0o022))
     assert res.returncode == 0, res.stderr
-    mask = os.umask(0)
-    os.umask(mask)
     for f in (out, summary):
-        assert f.stat().st_mode & 0o777 == 0o666 & ~mask, f
+        assert f.stat().st_mode & 0o777 == 0o644, f
 
 
 def test_run_headless_refuses_a_predictor_it_would_not_draw():

@@ -86,48 +86,79 @@ def test_ca_is_not_exact_when_speed_changes():
         res["predictors"]["cv"]["samples"]
 
 
-def _maneuver_tracks(paths: dict, dt: float, t: np.ndarray) -> Tracks:
+def _maneuver_tracks(paths: dict, dt: float, t: np.ndarray, frame: str = "course") -> Tracks:
+    """Tracks of (along, across) paths, velocities their derivatives: frame "course" (no
+    road, heading 0.4 rad), "road" (a straight highway's lane 0, the track carries the
+    road) or "ngsim" (x along the road, y across, source ngsim)."""
+    from sim.road import straight_highway
+
     n = len(paths)
-    x = np.array([p[0] for p in paths.values()], np.float32)
-    y = np.array([p[1] for p in paths.values()], np.float32)
-    vx = np.array([p[2] for p in paths.values()], np.float32)
-    return Tracks(t=t, x=x, y=y, vx=vx, vy=np.zeros_like(x), heading=np.zeros_like(x),
-                  length=np.full(n, 4.5, np.float32), width=np.full(n, 1.8, np.float32),
-                  ids=np.arange(n, dtype=np.int64), meta={"source": "test", "dt": dt})
+    along = np.array([p[0] for p in paths.values()])
+    across = np.array([p[1] for p in paths.values()])
+    road, source, x, y = None, "test", along, across
+    if frame == "course":
+        c, s = np.cos(0.4), np.sin(0.4)
+        x, y = c * along - s * across, s * along + c * across
+    elif frame == "road":
+        road = straight_highway(n_lanes=2, length_m=2000.0)
+        cx, cy, h, _, _ = road.pose_at(np.zeros(1, np.int64), np.array([100.0]))
+        c, s = np.cos(h[0]), np.sin(h[0])
+        x, y = cx[0] + c * along - s * across, cy[0] + s * along + c * across
+    else:
+        source = "ngsim"
+    vx, vy = np.gradient(x, dt, axis=1), np.gradient(y, dt, axis=1)
+    f32 = np.float32
+    return Tracks(t=t, x=x.astype(f32), y=y.astype(f32), vx=vx.astype(f32), vy=vy.astype(f32),
+                  heading=np.arctan2(vy, vx).astype(f32), length=np.full(n, 4.5, f32),
+                  width=np.full(n, 1.8, f32), ids=np.arange(n, dtype=np.int64),
+                  meta={"source": source, "dt": dt}, road=road)
 
 
-def test_maneuver_classes():
+@pytest.mark.parametrize("frame", ["course", "road", "ngsim"])
+def test_maneuver_classes(frame):
     """Samples at t = 2 s: the true future picks the class, the last 0.5 s whether a brake
-    or a lane change has begun (sideways in the direction it goes on)."""
+    or a lane change has begun (sideways in the direction it goes on), in each frame the
+    lateral motion is measured in."""
     dt, n = 0.1, 80
     t = np.arange(n) * dt
     from predictor.baselines import min_jerk
 
     late = np.maximum(t - 2.0, 0.0)  # braking from t = 2 s on
     paths = {
-        "keep_lane": (20.0 * t, 0 * t, 20.0 + 0 * t),
-        "accelerate": (20.0 * t + 0.5 * 1.0 * t ** 2, 0 * t, 20.0 + 1.0 * t),
-        "brake_not_begun": (20.0 * t - 0.5 * 2.0 * late ** 2, 0 * t, 20.0 - 2.0 * late),
-        "brake_begun": (20.0 * t - 0.5 * 2.0 * t ** 2, 0 * t, 20.0 - 2.0 * t),
-        "lane_change_not_begun": (20.0 * t, 3.7 * min_jerk((t - 2.0) / 4.0), 20.0 + 0 * t),
-        "lane_change_begun": (20.0 * t, 3.7 * min_jerk((t - 1.0) / 4.0), 20.0 + 0 * t),
+        "keep_lane": (20.0 * t, 0 * t),
+        "accelerate": (20.0 * t + 0.5 * 1.0 * t ** 2, 0 * t),
+        "brake_not_begun": (20.0 * t - 0.5 * 2.0 * late ** 2, 0 * t),
+        "brake_begun": (20.0 * t - 0.5 * 2.0 * t ** 2, 0 * t),
+        "lane_change_not_begun": (20.0 * t, 3.7 * min_jerk((t - 2.0) / 4.0)),
+        "lane_change_begun": (20.0 * t, 3.7 * min_jerk((t - 1.0) / 4.0)),
     }
     assert list(paths) == list(MANEUVERS)
-    tr = _maneuver_tracks(paths, dt, t)
+    tr = _maneuver_tracks(paths, dt, t, frame)
     rows, cols = np.arange(len(paths)), np.full(len(paths), 20)
-    codes = classify_maneuvers(tr, rows, cols, 30, past_steps=5)
+    codes = classify_maneuvers(tr, rows, cols, 30, past_steps=5, course_steps=20)
+    assert [MANEUVERS[c] for c in codes] == list(paths)
+    # to the other side too
+    mirrored = {k: (a, -b) for k, (a, b) in paths.items()}
+    codes = classify_maneuvers(_maneuver_tracks(mirrored, dt, t, frame), rows, cols, 30,
+                               past_steps=5, course_steps=20)
     assert [MANEUVERS[c] for c in codes] == list(paths)
     # without a past nothing has begun
-    codes = classify_maneuvers(tr, rows, cols, 30)
+    codes = classify_maneuvers(tr, rows, cols, 30, course_steps=20)
     assert [MANEUVERS[c] for c in codes] == ["keep_lane", "accelerate", "brake_not_begun",
                                              "brake_not_begun", "lane_change_not_begun",
                                              "lane_change_not_begun"]
     # a swerve back: moving right over the last 0.5 s, then 3.7 m left: not begun
     back = {"swerve": (20.0 * t, -0.8 * np.clip(t - 1.5, 0.0, 0.5)
-                       + 3.7 * min_jerk((t - 2.0) / 4.0), 20.0 + 0 * t)}
-    code = classify_maneuvers(_maneuver_tracks(back, dt, t), np.arange(1), np.full(1, 20), 30,
-                              past_steps=5)
+                       + 3.7 * min_jerk((t - 2.0) / 4.0))}
+    code = classify_maneuvers(_maneuver_tracks(back, dt, t, frame), np.arange(1),
+                              np.full(1, 20), 30, past_steps=5, course_steps=20)
     assert MANEUVERS[code[0]] == "lane_change_not_begun"
+    # the past comes from what the forecasters see: a brake the inputs do not show yet
+    seen = _maneuver_tracks({"k": paths["keep_lane"]}, dt, t, frame)
+    code = classify_maneuvers(_maneuver_tracks({"b": paths["brake_begun"]}, dt, t, frame),
+                              np.arange(1), np.full(1, 20), 30, past_steps=5, past=seen,
+                              course_steps=20)
+    assert MANEUVERS[code[0]] == "brake_not_begun"
 
 
 def test_split_is_deterministic_disjoint_and_balanced():

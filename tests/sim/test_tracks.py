@@ -83,7 +83,7 @@ def _good_arrays():
     (lambda a: a.update(road=np.array('{"lanes": []}')), "'road'"),
     (lambda a: a.update(road=np.array(_road_json(width_m=0.0))), "width_m"),
     (lambda a: a.update(road=np.array(_road_json(station=[0.0, 0.0]))), "station"),
-    (lambda a: a.update(road=np.array(_road_json(x=[0.0, 1e300]))), "'road'"),
+    (lambda a: a.update(road=np.array(_road_json(x=[0.0, 1e300]))), "within"),
     (lambda a: a.update(t=a["t"][:1], x=a["x"][:, :1], y=a["y"][:, :1], vx=a["vx"][:, :1],
                         vy=a["vy"][:, :1], heading=a["heading"][:, :1],
                         meta=np.array('{"source": "test", "dt": 0.0}')), "'dt' must be > 0"),
