@@ -122,14 +122,16 @@ def positive_float(text: str) -> float:
 
 def seconds_up_to(top_s: float, zero_ok: bool = False):
     """An argparse type: a positive (zero_ok: or zero) number of seconds, at most top_s."""
+    low = "a number >= 0" if zero_ok else "a positive number"
+
     def parse(text: str) -> float:
         try:
-            zero = zero_ok and float(text) == 0.0
+            value = float(text)
         except ValueError:
-            zero = False
-        value = 0.0 if zero else positive_float(text)
-        if value > top_s:
-            raise argparse.ArgumentTypeError(f"expected at most {top_s:g} s, got {text!r}")
+            value = float("nan")
+        if not ((value >= 0.0 if zero_ok else value > 0.0) and value <= top_s):  # NaN fails
+            raise argparse.ArgumentTypeError(f"expected {low}, at most {top_s:g} s, "
+                                             f"got {text!r}")
         return value
     return parse
 
@@ -138,20 +140,26 @@ MAX_HORIZON_S = 30.0  # forecast, history and planning horizons: longer ones exh
 
 
 class _ProgressBar:
-    """A tqdm bar on stderr (or a no-op) with update(n) and close(), drawn from the first
-    update on (an error found before the work starts stays the only line on stderr)."""
+    """A tqdm bar on stderr (or a no-op), drawn from the first update on (an error found
+    before the work starts stays the only line on stderr). update(n) advances it;
+    to(done, total) suits `progress(done, total)` callbacks (total None: known then)."""
 
-    def __init__(self, total: int, desc: str, enabled: bool):
-        self.total, self.desc, self.enabled = total, desc, enabled
+    def __init__(self, total: int | None, desc: str, enabled: bool, unit: str = "step"):
+        self.total, self.desc, self.enabled, self.unit = total, desc, enabled, unit
         self._bar = None
+        self.done = 0
 
     def update(self, n: int = 1) -> None:
+        self.to(self.done + n, self.total)
+
+    def to(self, done: int, total: int | None) -> None:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, desc=self.desc, unit="step",
+            self._bar = tqdm(total=total, desc=self.desc, unit=self.unit,
                              disable=not self.enabled, leave=False, dynamic_ncols=True)
-        self._bar.update(n)
+        self._bar.update(done - self.done)
+        self.done = done
 
     def close(self) -> None:
         if self._bar is not None:
@@ -998,29 +1006,18 @@ def cmd_benchmark_predict(args) -> int:
                              f"the {max_s:g} s predictor '{p.name}' was trained for (use a "
                              f"checkpoint trained for it, e.g. --checkpoint ngsim for 5 s)")
     show = not args.quiet
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, desc="predicting", unit="sample", disable=not show,
-                       leave=False, dynamic_ncols=True)
-        bar.update(done - bar.n)
-
+    bar = _ProgressBar(None, "predicting", show, unit="sample")
     t0 = time.perf_counter()
     try:
         episodes = load_sources(args.data, spec.ngsim_inputs, sim_seeds=args.sim_seeds,
                                 sim_duration_s=args.sim_duration, workers=args.workers,
                                 file_progress=show)
         t_load = time.perf_counter() - t0
-        result = run_benchmark(episodes, predictors, spec, progress)
+        result = run_benchmark(episodes, predictors, spec, bar.to)
     except BenchmarkInputError as exc:
         raise InputError(str(exc)) from None
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     wall = time.perf_counter() - t0
     result["protocol"]["wall_s"] = {"load": round(t_load, 2), "total": round(wall, 2)}
     say(args, format_table(result))
@@ -1285,16 +1282,13 @@ def cmd_benchmark_safety(args) -> int:
     n_jobs = len(specs) * len(modes)
     say(args, f"{what}: suite {args.suite}, {len(specs)} episodes x {len(modes)} modes "
               f"({', '.join(modes)}) = {n_jobs} runs on {min(workers, n_jobs)} worker(s)")
-    from tqdm import tqdm
-
-    bar = tqdm(total=n_jobs, desc="episodes", unit="run", disable=args.quiet, leave=False,
-               dynamic_ncols=True)
+    bar = _ProgressBar(n_jobs, "episodes", not args.quiet, unit="run")
     try:
         # checking the checkpoints above may have started torch here: then the workers are
         # spawned, not forked (a forked child can hang in its first forward pass)
         result = safety.benchmark(specs, modes, factory, params, settings, workers,
                                   by_case=args.by == "case",
-                                  progress=lambda done, total: bar.update(done - bar.n),
+                                  progress=bar.to,
                                   start_method="spawn" if "torch" in sys.modules else None,
                                   recordings=recordings)
     finally:
@@ -1448,21 +1442,14 @@ def cmd_train(args) -> int:
         raise InputError(f"train: --out {out}: expected a .pt file")
     quiet = args.quiet
     t_start = time.perf_counter()
-    bar = None
-
-    def sim_progress(i, n):
-        nonlocal bar
-        if bar is None:
-            bar = _ProgressBar(n, "simulating the suite", not quiet)
-        bar.update(1)
-
+    bar = _ProgressBar(None, "simulating the suite", not quiet)
     try:
         data = load_sources(args.data, sim_seeds=args.sim_seeds,
                             sim_duration_s=args.sim_duration, workers=args.workers,
-                            progress=sim_progress, file_progress=not quiet)
+                            progress=bar.to, file_progress=not quiet)
     except (TrackFileError, BenchmarkInputError) as exc:
         raise InputError(f"train: {exc}") from None
-    if bar is not None:
+    finally:
         bar.close()
     samples = {}
     for split, stride, most in (("train", train_cfg.stride_s, train_cfg.max_train_samples),

@@ -178,27 +178,29 @@ class ScriptState:
     start_gap_m: np.ndarray
 
 
+def _check_position(road: Road, who: str, lane: int, field: str, station_m: float,
+                    note: str) -> None:
+    """FieldError unless `lane` is one of the road's and station_m lies on it (`field`
+    names the key that placed it)."""
+    if lane >= road.n_lanes:
+        raise FieldError(f"{who}.lane", f"a lane of the road (0..{road.n_lanes - 1})")
+    lo, hi = road.station_range_m[lane]
+    if not lo <= station_m <= hi:
+        raise FieldError(f"{who}.{field}", f"a position on lane {lane} (stations "
+                         f"{lo:g}..{hi:g} m){note}")
+
+
 def compile_script(spec: WorldSpec, road: Road) -> Script | None:
     """The Script of a spec, None when nothing is scripted. Checks what needs the road:
     lanes, stations and cut-in adjacency (FieldError with paths like actors[0].lane)."""
     ego = spec.ego
     n_ego = 0 if ego is None else 1
     if ego is not None:  # first: actors may be placed relative to the ego
-        if ego.lane >= road.n_lanes:
-            raise FieldError("ego.lane", f"a lane of the road (0..{road.n_lanes - 1})")
-        lo, hi = road.station_range_m[ego.lane]
-        if not lo <= ego.station_m <= hi:
-            raise FieldError("ego.station_m", f"a position on lane {ego.lane} (stations "
-                             f"{lo:g}..{hi:g} m)")
+        _check_position(road, "ego", ego.lane, "station_m", ego.station_m, "")
     for i, a in enumerate(spec.actors):
-        if a.lane >= road.n_lanes:
-            raise FieldError(f"actors[{i}].lane", f"a lane of the road (0..{road.n_lanes - 1})")
         station_m, _ = a.place(ego)
-        lo, hi = road.station_range_m[a.lane]
-        if not lo <= station_m <= hi:
-            raise FieldError(f"actors[{i}].{a.placement}", f"a position on lane {a.lane} "
-                             f"(stations {lo:g}..{hi:g} m); it puts the actor at "
-                             f"{station_m:.1f} m")
+        _check_position(road, f"actors[{i}]", a.lane, a.placement, station_m,
+                        f"; it puts the actor at {station_m:.1f} m")
     actor_index = {a.name: i for i, a in enumerate(spec.actors)}
     for i, e in enumerate(spec.events):
         if e.to_lane is not None and e.to_lane >= road.n_lanes:

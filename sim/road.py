@@ -93,10 +93,10 @@ class Road:
         first(np.append(inner & (np.diff(self.station) <= 0.0), False),
               "station must increase along the lane")
         width = np.asarray(self.width_m, float)
-        if not np.all((width > 0.0) & (width <= MAX_LANE_WIDTH_M)):
-            bad = int(np.flatnonzero(~((width > 0.0) & (width <= MAX_LANE_WIDTH_M)))[0])
-            raise ValueError(f"lane {bad}: width_m must be in (0, {MAX_LANE_WIDTH_M:g}] m, "
-                             f"got {float(width[bad]):g}")
+        bad = np.flatnonzero(~((width > 0.0) & (width <= MAX_LANE_WIDTH_M)))  # NaN too
+        if len(bad):
+            raise ValueError(f"lane {bad[0]}: width_m must be in (0, {MAX_LANE_WIDTH_M:g}] m, "
+                             f"got {float(width[bad[0]]):g}")
         for links in (self.left, self.right, self.successor):
             if np.any((links < -1) | (links >= n_lanes)):
                 raise ValueError("lane links must be -1 or a lane index")

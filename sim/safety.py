@@ -453,20 +453,19 @@ def _predictor_for(mode: str):
 
 def _run_job(job: Job) -> tuple[int, dict, float]:
     """(job index, episode result, CPU seconds the episode took in this process)."""
-    predictor = _predictor_for(job.mode)
-    if isinstance(job.spec, ReplayEpisode):
+    predictor, params, settings = _predictor_for(job.mode), _WORKER["params"], _WORKER["settings"]
+    replaying = isinstance(job.spec, ReplayEpisode)
+    if replaying:
         name = job.spec.name
         tracks, roads = _WORKER["recordings"][name], _WORKER["roads"]
         if name not in roads:  # fitted once per recording and worker
             from sim.replay import road_of
 
             roads[name] = road_of(tracks)
-        t0 = time.process_time()
-        res = run_replay_episode(job.spec, tracks, job.mode, predictor, _WORKER["params"],
-                                 _WORKER["settings"], roads[name])
-    else:
-        t0 = time.process_time()
-        res = run_episode(job.spec, job.mode, predictor, _WORKER["params"], _WORKER["settings"])
+    t0 = time.process_time()
+    res = (run_replay_episode(job.spec, tracks, job.mode, predictor, params, settings,
+                              roads[name]) if replaying
+           else run_episode(job.spec, job.mode, predictor, params, settings))
     return job.index, res, time.process_time() - t0
 
 
@@ -627,18 +626,17 @@ def benchmark(specs: list[WorldSpec], modes: list[str], factory: PredictorFactor
             raise ValueError(f"avoidance mode {m!r} needs a forecaster factory")
     workers = workers or os.cpu_count() or 1
     t0 = time.perf_counter()
-    jobs = make_jobs(specs, modes)
-    episodes, cpu_s = run_jobs(jobs, factory, params, settings, workers, progress,
-                               start_method, recordings)
+    episodes, cpu_s = run_jobs(make_jobs(specs, modes), factory, params, settings, workers,
+                               progress, start_method, recordings)
     wall = time.perf_counter() - t0
     out = aggregate(episodes, modes, by_case)
-    cpu = {}
-    for m in modes:
-        idx = [j.index for j in jobs if j.mode == m]
-        total = sum(cpu_s[i] for i in idx)
-        steps = sum(episodes[i]["steps"] for i in idx)
-        cpu[m] = {"cpu_s": round(total, 2),
-                  "ms_per_step": round(1000.0 * total / steps, 3) if steps else None}
+    cpu_by_mode, steps_by_mode = dict.fromkeys(modes, 0.0), dict.fromkeys(modes, 0)
+    for e, c in zip(episodes, cpu_s):
+        cpu_by_mode[e["mode"]] += c
+        steps_by_mode[e["mode"]] += e["steps"]
+    cpu = {m: {"cpu_s": round(cpu_by_mode[m], 2),
+               "ms_per_step": round(1000.0 * cpu_by_mode[m] / steps_by_mode[m], 3)
+               if steps_by_mode[m] else None} for m in modes}
     out.update(episodes=episodes, params=_plain(asdict(params)),
                settings=_plain(asdict(settings)), workers=workers, wall_s=round(wall, 2),
                cpu=cpu)
