@@ -363,7 +363,9 @@ def load_checkpoint(name_or_path: str | None) -> tuple[RnnForecaster, dict, dict
 
 def set_inference_threads() -> None:
     """One intra-op thread: the batches the simulator asks for (tens to hundreds of agents)
-    are faster on one core than split, and the benchmark's latency is per core."""
+    are faster on one core than split, and the benchmark's latency is per core. Set before
+    this process's first torch operation, it also keeps the process free of an OpenMP
+    thread pool, so it may fork workers (sim.safety.run_jobs)."""
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
 
@@ -402,6 +404,7 @@ class RnnPredictor:
 
     @classmethod
     def load(cls, checkpoint: str | None = None, k: int = 6) -> RnnPredictor:
+        set_inference_threads()  # before the checkpoint's checks run any torch operation
         model, meta, _ = load_checkpoint(checkpoint)
         return cls(model=model, meta=meta, k=k)
 

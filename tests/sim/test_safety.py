@@ -201,8 +201,9 @@ def test_cli_run_with_avoidance_headless(tmp_path):
 
 
 def test_cli_benchmark_safety_runs_the_rnn_in_worker_processes(tmp_path):
-    # the parent loads the checkpoint (to refuse a bad one in one line), so the workers must
-    # not be forked from it: a forked child could hang in its first forward pass
+    # the parent loads the checkpoint (to refuse a bad one in one line) on one torch thread,
+    # then forks the workers: had it started an OpenMP pool, a forked child would hang in
+    # its first forward pass (the timeout fails the test)
     out = tmp_path / "rnn.json"
     r = _cli("benchmark", "safety", "--suite", "lead_brake", "--avoidance", "rnn",
              "--workers", "2", "--json", str(out), "--quiet")
