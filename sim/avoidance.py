@@ -78,12 +78,15 @@ class AvoidanceParams:
     ease_driver_braking: bool = True
     ease_from_mps2: float = 4.0
     ease_match_mps2: float = 0.25  # a vehicle's IDM term this close to the driver's braking
-    # stop and hold: holding the ego back at a crawl (below stop_below_mps) behind a vehicle
-    # standing in its path (slower than 0.5 m/s, within aeb_hold_m), the layer brings it to a
-    # stop braking stop_decel_mps2 and holds it there until that vehicle moves off (instead
-    # of creeping up to it at walking pace)
+    # stop and hold, match: holding the ego back while it creeps up (closing in slower than
+    # stop_below_mps) on the vehicle in its path (within aeb_hold_m) that is why, the layer
+    # brings it to that vehicle's speed instead of letting it creep on: behind one standing
+    # (slower than 0.5 m/s) it stops braking stop_decel_mps2 and holds until it moves off;
+    # behind a moving one it brakes the closing speed away over match_s (at most
+    # stop_decel_mps2)
     stop_below_mps: float = 1.0
     stop_decel_mps2: float = 1.0
+    match_s: float = 1.0
     accel_hold_s: float = 1.0  # a plan accelerating (the driver's too) does so this long
     lane_changes: bool = True  # evasive lane changes among the candidates
     lane_change_s: float = 3.0  # duration of an evasive lane change (minimum-jerk profile)
@@ -139,7 +142,7 @@ class AvoidanceParams:
         positive = ("sensing_range_m", "history_s", "max_brake_mps2", "max_accel_mps2",
                     "jerk_limit_mps3", "horizon_s", "lane_change_s", "sigma_floor_m",
                     "fallback_brake_mps2", "agent_brake_mps2", "follower_brake_mps2",
-                    "comfort_brake_mps2", "stop_decel_mps2",
+                    "comfort_brake_mps2", "stop_decel_mps2", "match_s",
                     "ttc_ref_s",
                     "comfort_accel_mps2", "aeb_trigger_mps2", "aeb_gain",
                     "aeb_min_decel_mps2")
@@ -1188,19 +1191,18 @@ class SafetyLayer:
     def _xy(self, cand: Candidates, road: Road, i: int) -> np.ndarray | None:
         return cand.world_xy(road, i) if self.draw_plans else None
 
-    def _standing_ahead(self, st: TrafficState, road: Road, seen, rows: np.ndarray,
-                        threats: tuple[int, ...]) -> bool:
-        """The ego crawls (below stop_below_mps) and the nearest vehicle in its path (as
-        perceived) stands (below 0.5 m/s) within aeb_hold_m and is why the layer holds the
-        ego back (among the threats)."""
+    def _lead_held_back(self, st: TrafficState, road: Road, seen, rows: np.ndarray,
+                        threats: tuple[int, ...]) -> float | None:
+        """The speed (m/s, as perceived) of the nearest vehicle in the ego's path when it is
+        within aeb_hold_m and why the layer holds the ego back (among the threats); None
+        otherwise."""
         p = self.params
-        if st.speed[self.ego] >= p.stop_below_mps:
-            return False
         i, gap, v_lead, _, _ = in_path_target(st, road, rows, seen.x[rows], seen.y[rows],
                                               seen.vx[rows], seen.vy[rows], p.aeb_lat_margin_m,
                                               ego=self.ego)
-        return (i >= 0 and gap < p.aeb_hold_m and v_lead < 0.5
-                and int(st.ids[rows[i]]) in threats)
+        if i < 0 or gap >= p.aeb_hold_m or int(st.ids[rows[i]]) not in threats:
+            return None
+        return float(v_lead)
 
     def _predictive(self, st: TrafficState, road: Road, seen, nominal: float,
                     ease_to: float | None = None) -> Plan:
@@ -1238,11 +1240,18 @@ class SafetyLayer:
         side = int(cand.side[best])
         p_agent, ids = nom
         threats = _threats(p_agent, ids)
-        hold = (best != 0 and side == KEEP and a > -p.stop_decel_mps2
-                and self._standing_ahead(st, road, seen, rows, threats))
-        if hold:
+        # creeping up on the vehicle that is why the layer holds the ego back: stop behind
+        # it if it stands, else brake the closing speed away
+        v_ego = float(st.speed[self.ego])
+        v_lead = (self._lead_held_back(st, road, seen, rows, threats)
+                  if best != 0 and side == KEEP and a > -p.stop_decel_mps2 else None)
+        if v_lead is not None and v_lead < 0.5 and v_ego < p.stop_below_mps:
             a = -p.stop_decel_mps2
             action = f"stop and hold {a:.1f} m/s2"
+        elif v_lead is not None and 0.0 < v_ego - v_lead < p.stop_below_mps and a > -min(
+                (v_ego - v_lead) / p.match_s, p.stop_decel_mps2):
+            a = -min((v_ego - v_lead) / p.match_s, p.stop_decel_mps2)
+            action = f"match speed {a:.1f} m/s2"
         elif best == 0:
             action = "nominal"
         elif kind == "emergency":

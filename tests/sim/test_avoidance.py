@@ -367,6 +367,28 @@ def test_the_layer_stops_and_holds_behind_a_standing_car_instead_of_creeping():
     assert gaps[1.0] > gaps[0.0] + 0.2
 
 
+def test_the_layer_matches_a_slower_cars_speed_instead_of_creeping_up_on_it():
+    # Euro NCAP CCRm: the cruise driver holds 50 km/h behind a car at 20 km/h
+    spec = track_spec(ego_kph=50.0, target_kph=20.0, duration_s=12.0)
+    v_target = 20.0 / 3.6
+    end = {}
+    for below in (1.0, 0.0):  # stop_below_mps 0: never match (nor stop and hold)
+        params = dataclasses.replace(P, stop_below_mps=below)
+        res, layer = closed_loop(spec, "cv", ConstantVelocity(), params)
+        tr = res.tracks
+        assert not tr.collided[tr.ego].any()
+        speed = np.hypot(tr.vx[tr.ego], tr.vy[tr.ego])
+        end[below] = (speed[-1], float(tr.x[1, -1] - tr.x[tr.ego, -1]))
+        matched = [p for p in layer.plans.values() if p.action.startswith("match speed")]
+        if below:
+            assert matched and all(-P.stop_decel_mps2 <= p.command_mps2 < 0.0 for p in matched)
+        else:
+            assert not matched
+    assert end[1.0][0] <= v_target + 0.05  # down to its speed: the test's end
+    assert end[0.0][0] > v_target + 0.05  # without: still closing in when the time is up
+    assert end[1.0][1] > end[0.0][1]  # and further back
+
+
 def test_lead_braking_hard_is_avoided_with_constant_velocity_forecasts():
     brake = EventSpec(type="brake", actor="target", at_s=2.0, decel_mps2=6.0, to_speed_mps=0.0)
     spec = track_spec(ego_kph=50.0, target_kph=50.0, gap_m=12.0, events=(brake,),
