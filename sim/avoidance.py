@@ -78,14 +78,15 @@ class AvoidanceParams:
     ease_driver_braking: bool = True
     ease_from_mps2: float = 4.0
     ease_match_mps2: float = 0.25  # a vehicle's IDM term this close to the driver's braking
-    # stop and hold, match: holding the ego back while it creeps up (closing in slower than
-    # stop_below_mps) on the vehicle in its path (within aeb_hold_m) that is why, the layer
-    # brings it to that vehicle's speed instead of letting it creep on: behind one standing
-    # (slower than 0.5 m/s) it stops braking stop_decel_mps2 and holds until it moves off;
-    # behind a moving one it brakes the closing speed away over match_s (at most
+    # stop and hold, match: holding the ego back behind the vehicle in its path (within
+    # aeb_hold_m) that is why, the layer does not let it creep up on that vehicle: at a crawl
+    # (below stop_below_mps) behind one standing (slower than 0.5 m/s) it stops braking
+    # stop_decel_mps2 and holds until that vehicle moves off; closing in on it slower than
+    # match_below_mps it brakes the closing speed away over match_s (at most
     # stop_decel_mps2)
     stop_below_mps: float = 1.0
     stop_decel_mps2: float = 1.0
+    match_below_mps: float = 1.0
     match_s: float = 1.0
     accel_hold_s: float = 1.0  # a plan accelerating (the driver's too) does so this long
     lane_changes: bool = True  # evasive lane changes among the candidates
@@ -1193,10 +1194,18 @@ class SafetyLayer:
 
     def _lead_held_back(self, st: TrafficState, road: Road, seen, rows: np.ndarray,
                         threats: tuple[int, ...]) -> float | None:
-        """The speed (m/s, as perceived) of the nearest vehicle in the ego's path when it is
-        within aeb_hold_m and why the layer holds the ego back (among the threats); None
-        otherwise."""
+        """The speed along the lane (m/s, as perceived) of the nearest vehicle in the ego's
+        path when it is within aeb_hold_m and why the layer holds the ego back (among the
+        threats), and stop and hold or match may apply to it; None otherwise."""
         p = self.params
+        v_ego = float(st.speed[self.ego])
+        # a lead's speed along the lane is at most its speed: no threat could be one to
+        # match (nor to stop behind) -> skip the path search
+        speed = np.hypot(seen.vx[rows], seen.vy[rows])
+        could = np.isin(st.ids[rows], threats) & (
+            (speed > v_ego - p.match_below_mps) | (v_ego < p.stop_below_mps))
+        if not could.any():
+            return None
         i, gap, v_lead, _, _ = in_path_target(st, road, rows, seen.x[rows], seen.y[rows],
                                               seen.vx[rows], seen.vy[rows], p.aeb_lat_margin_m,
                                               ego=self.ego)
@@ -1242,15 +1251,15 @@ class SafetyLayer:
         threats = _threats(p_agent, ids)
         # creeping up on the vehicle that is why the layer holds the ego back: stop behind
         # it if it stands, else brake the closing speed away
-        v_ego = float(st.speed[self.ego])
         v_lead = (self._lead_held_back(st, road, seen, rows, threats)
                   if best != 0 and side == KEEP and a > -p.stop_decel_mps2 else None)
-        if v_lead is not None and v_lead < 0.5 and v_ego < p.stop_below_mps:
+        closing = float(st.speed[self.ego]) - v_lead if v_lead is not None else 0.0
+        match = min(closing / p.match_s, p.stop_decel_mps2)
+        if v_lead is not None and v_lead < 0.5 and st.speed[self.ego] < p.stop_below_mps:
             a = -p.stop_decel_mps2
             action = f"stop and hold {a:.1f} m/s2"
-        elif v_lead is not None and 0.0 < v_ego - v_lead < p.stop_below_mps and a > -min(
-                (v_ego - v_lead) / p.match_s, p.stop_decel_mps2):
-            a = -min((v_ego - v_lead) / p.match_s, p.stop_decel_mps2)
+        elif 0.0 < closing < p.match_below_mps and a > -match:
+            a = -match
             action = f"match speed {a:.1f} m/s2"
         elif best == 0:
             action = "nominal"

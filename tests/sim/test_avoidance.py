@@ -343,8 +343,8 @@ def test_forecasts_brake_earlier_and_gentler_than_the_aeb():
 def test_the_layer_stops_and_holds_behind_a_standing_car_instead_of_creeping():
     spec = track_spec(ego_kph=10.0, duration_s=12.0)  # the cruise driver would drive into it
     gaps, speeds = {}, {}
-    for below in (1.0, 0.0):  # stop_below_mps 0: never stop-and-hold
-        params = dataclasses.replace(P, stop_below_mps=below)
+    for below in (1.0, 0.0):  # 0: never stop and hold, nor match
+        params = dataclasses.replace(P, stop_below_mps=below, match_below_mps=below)
         res, layer = closed_loop(spec, "cv", ConstantVelocity(), params)
         tr = res.tracks
         assert not tr.collided[tr.ego].any()
@@ -372,8 +372,8 @@ def test_the_layer_matches_a_slower_cars_speed_instead_of_creeping_up_on_it():
     spec = track_spec(ego_kph=50.0, target_kph=20.0, duration_s=12.0)
     v_target = 20.0 / 3.6
     end = {}
-    for below in (1.0, 0.0):  # stop_below_mps 0: never match (nor stop and hold)
-        params = dataclasses.replace(P, stop_below_mps=below)
+    for below in (1.0, 0.0):  # match_below_mps 0: never match
+        params = dataclasses.replace(P, match_below_mps=below)
         res, layer = closed_loop(spec, "cv", ConstantVelocity(), params)
         tr = res.tracks
         assert not tr.collided[tr.ego].any()
