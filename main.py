@@ -1284,16 +1284,12 @@ def cmd_benchmark_safety(args) -> int:
               f"({', '.join(modes)}) = {n_jobs} runs on {min(workers, n_jobs)} worker(s)")
     bar = _ProgressBar(n_jobs, "episodes", not args.quiet, unit="run")
     try:
-        # checking the checkpoints above ran torch here, on one thread from its first
-        # operation (RnnPredictor.load): no OpenMP pool exists, so the workers may be forked
-        # (seconds sooner than spawned). With a pool, a forked child hangs in its first
-        # forward pass: then spawn.
-        torch = sys.modules.get("torch")
-        pooled = torch is not None and torch.get_num_threads() > 1
+        # the workers are forked (seconds sooner than spawned): checking the checkpoints
+        # above ran torch here only through RnnPredictor.load, which sets one thread before
+        # the first torch operation, so no OpenMP pool exists to hang a forked child
         result = safety.benchmark(specs, modes, factory, params, settings, workers,
                                   by_case=args.by == "case",
                                   progress=bar.to,
-                                  start_method="spawn" if pooled else None,
                                   recordings=recordings)
     finally:
         bar.close()

@@ -80,8 +80,8 @@ class AvoidanceParams:
     ease_match_mps2: float = 0.25  # a vehicle's IDM term this close to the driver's braking
     # stop and hold, match: holding the ego back behind the vehicle in its path (within
     # aeb_hold_m) that is why, the layer does not let it creep up on that vehicle: at a crawl
-    # (below stop_below_mps) behind one standing (slower than 0.5 m/s) it stops braking
-    # stop_decel_mps2 and holds until that vehicle moves off; closing in on it slower than
+    # (below stop_below_mps) behind one standing (slower than 0.5 m/s) it brakes to a stop
+    # at stop_decel_mps2 and holds until that vehicle moves off; closing in on it slower than
     # match_below_mps it brakes the closing speed away over match_s (at most
     # stop_decel_mps2)
     stop_below_mps: float = 1.0
@@ -1192,18 +1192,21 @@ class SafetyLayer:
     def _xy(self, cand: Candidates, road: Road, i: int) -> np.ndarray | None:
         return cand.world_xy(road, i) if self.draw_plans else None
 
-    def _lead_held_back(self, st: TrafficState, road: Road, seen, rows: np.ndarray,
-                        threats: tuple[int, ...]) -> float | None:
-        """The speed along the lane (m/s, as perceived) of the nearest vehicle in the ego's
-        path when it is within aeb_hold_m and why the layer holds the ego back (among the
-        threats), and stop and hold or match may apply to it; None otherwise."""
+    def _no_creeping(self, st: TrafficState, road: Road, seen, rows: np.ndarray,
+                     threats: tuple[int, ...], a_mps2: float) -> tuple[float, str] | None:
+        """Stop and hold, match (AvoidanceParams): the command and action that keep the ego,
+        held back (keep lane, command a_mps2), from creeping up on the nearest vehicle in its
+        path within aeb_hold_m when that vehicle is why (among the threats); None when
+        neither applies or the plan already brakes harder."""
         p = self.params
+        if a_mps2 <= -p.stop_decel_mps2:
+            return None
         v_ego = float(st.speed[self.ego])
-        # a lead's speed along the lane is at most its speed: no threat could be one to
-        # match (nor to stop behind) -> skip the path search
+        stop = v_ego < p.stop_below_mps
+        # a lead's speed along the lane is at most its speed: skip the path search when no
+        # threat could be slow enough to stop behind or fast enough to match
         speed = np.hypot(seen.vx[rows], seen.vy[rows])
-        could = np.isin(st.ids[rows], threats) & (
-            (speed > v_ego - p.match_below_mps) | (v_ego < p.stop_below_mps))
+        could = np.isin(st.ids[rows], threats) & (stop | (speed > v_ego - p.match_below_mps))
         if not could.any():
             return None
         i, gap, v_lead, _, _ = in_path_target(st, road, rows, seen.x[rows], seen.y[rows],
@@ -1211,7 +1214,14 @@ class SafetyLayer:
                                               ego=self.ego)
         if i < 0 or gap >= p.aeb_hold_m or int(st.ids[rows[i]]) not in threats:
             return None
-        return float(v_lead)
+        if stop and v_lead < 0.5:
+            return -p.stop_decel_mps2, f"stop and hold {-p.stop_decel_mps2:.1f} m/s2"
+        closing = v_ego - v_lead
+        if 0.0 < closing < p.match_below_mps:
+            match = -min(closing / p.match_s, p.stop_decel_mps2)
+            if a_mps2 > match:
+                return match, f"match speed {match:.1f} m/s2"
+        return None
 
     def _predictive(self, st: TrafficState, road: Road, seen, nominal: float,
                     ease_to: float | None = None) -> Plan:
@@ -1249,18 +1259,10 @@ class SafetyLayer:
         side = int(cand.side[best])
         p_agent, ids = nom
         threats = _threats(p_agent, ids)
-        # creeping up on the vehicle that is why the layer holds the ego back: stop behind
-        # it if it stands, else brake the closing speed away
-        v_lead = (self._lead_held_back(st, road, seen, rows, threats)
-                  if best != 0 and side == KEEP and a > -p.stop_decel_mps2 else None)
-        closing = float(st.speed[self.ego]) - v_lead if v_lead is not None else 0.0
-        match = min(closing / p.match_s, p.stop_decel_mps2)
-        if v_lead is not None and v_lead < 0.5 and st.speed[self.ego] < p.stop_below_mps:
-            a = -p.stop_decel_mps2
-            action = f"stop and hold {a:.1f} m/s2"
-        elif 0.0 < closing < p.match_below_mps and a > -match:
-            a = -match
-            action = f"match speed {a:.1f} m/s2"
+        creep = (self._no_creeping(st, road, seen, rows, threats, a)
+                 if best != 0 and side == KEEP else None)
+        if creep is not None:
+            a, action = creep
         elif best == 0:
             action = "nominal"
         elif kind == "emergency":

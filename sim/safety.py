@@ -480,9 +480,9 @@ def run_jobs(jobs: list[Job], factory: PredictorFactory | None,
     ReplayEpisode jobs replay.
     progress(done, total) after each. start_method: how worker
     processes start; default fork on Linux (fast, and the factory need not be importable),
-    spawn elsewhere. Pass "spawn" once this process has run torch on more than one thread:
-    a child forked from a process whose OpenMP pool exists can hang in its first forward
-    pass."""
+    spawn elsewhere. Pass "spawn" once this process may have run torch on more than one
+    thread (anything but RnnPredictor.load, which sets one thread first): a child forked
+    from a process whose OpenMP pool exists can hang in its first forward pass."""
     params = params or AvoidanceParams()
     settings = settings or SafetySettings()
     workers = workers or os.cpu_count() or 1

@@ -206,3 +206,23 @@ def test_empty_history_gives_empty_prediction(tmp_path):
     p = pred.predict(h, 5)
     assert p.xy.shape == (0, 3, 5, 2)
     assert isinstance(Samples, type)
+
+
+def test_loading_a_predictor_sets_one_torch_thread_before_any_operation(monkeypatch):
+    # benchmark safety forks its workers after the parent loaded the checkpoint: a torch
+    # that had run on several threads (an OpenMP pool) would hang the forked children
+    threads = torch.get_num_threads()
+    seen = []
+    real_load = torch.load
+
+    def load(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    try:
+        torch.set_num_threads(2)
+        RnnPredictor.load("sim")
+        assert seen == [1] and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)

