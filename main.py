@@ -1434,7 +1434,7 @@ def cmd_train(args) -> int:
                                  args.history, args.horizon)
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 patience=args.patience, stride_s=args.stride, seed=args.seed,
-                                threads=args.threads)
+                                threads=args.threads, hard_weight=args.hard_weight)
     except ValueError as exc:
         raise InputError(f"train: {exc}") from None
     out = Path(args.out)
@@ -1552,6 +1552,9 @@ def add_train_parser(sub) -> None:
     p.add_argument("--stride", type=positive_float, default=0.5,
                    help="spacing of training samples along a track, s (default 0.5)")
     p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--hard-weight", type=nonneg_float, default=0.0, metavar="W",
+                   help="a sample's loss weighs 1 + W x constant velocity's error at the "
+                        "horizon (m), so brakes and lane changes count more (default 0)")
     p.add_argument("--split-seed", type=nonneg_int, default=0,
                    help="seed of the shared train/val/test split (default 0)")
     add_sim_source_args(p)

@@ -46,6 +46,10 @@ class TrainConfig:
     threads: int = 1
     max_train_samples: int = 400_000
     max_val_samples: int = 30_000  # a fixed random subset keeps validation cheap
+    # each training sample's loss weighs 1 + hard_weight x the displacement error of constant
+    # velocity at the horizon (m): where that fails (brakes, lane changes, speeding up) a
+    # sample counts more; 0: all alike
+    hard_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.threads < 1:
@@ -54,6 +58,8 @@ class TrainConfig:
             raise ValueError("lr and clip_norm must be positive, weight_decay >= 0")
         if not (self.stride_s > 0 and self.val_stride_s > 0):
             raise ValueError("strides must be positive")
+        if not (math.isfinite(self.hard_weight) and self.hard_weight >= 0):
+            raise ValueError("hard_weight must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -123,19 +129,28 @@ def _tensors(s: Samples, idx: np.ndarray):
             torch.from_numpy(s.future[idx]))
 
 
-def mtp_loss(xy, log_prob, sigma, gt):
-    """Winner-takes-all mixture loss. xy, sigma (B, K, F, 2), log_prob (B, K), gt (B, F, 2).
+def mtp_loss(xy, log_prob, sigma, gt, weight=None):
+    """Winner-takes-all mixture loss. xy, sigma (B, K, F, 2), log_prob (B, K), gt (B, F, 2),
+    weight (B,) or None (all alike).
 
     The mode closest to the truth (mean displacement) is the winner: its Gaussian negative
-    log-likelihood (per step and axis, averaged) plus the cross-entropy of choosing it.
-    Returns (loss, winner index (B,))."""
+    log-likelihood (per step and axis, averaged) plus the cross-entropy of choosing it,
+    averaged over the batch with the weights. Returns (loss, winner index (B,))."""
     err = torch.linalg.vector_norm(xy - gt.unsqueeze(1), dim=-1)  # (B, K, F)
     best = err.mean(-1).argmin(dim=1)
     rows = torch.arange(len(best))
     mu, sg = xy[rows, best], sigma[rows, best]
     nll = (torch.log(sg) + 0.5 * ((gt - mu) / sg) ** 2).mean(dim=(-1, -2))
     ce = -log_prob[rows, best]
-    return (nll + ce).mean(), best
+    if weight is None:
+        return (nll + ce).mean(), best
+    return ((nll + ce) * weight).sum() / weight.sum(), best
+
+
+def hard_weights(gt, cv, hard_weight: float):
+    """(B,) 1 + hard_weight x |gt - cv| at the horizon, m: gt, cv (B, F, 2) the true future
+    and constant velocity's (TrainConfig.hard_weight)."""
+    return 1.0 + hard_weight * torch.linalg.vector_norm(gt[:, -1] - cv[:, -1], dim=-1)
 
 
 @torch.no_grad()
@@ -247,7 +262,8 @@ def train_model(train: Samples, val: Samples, model_config: RnnConfig, cfg: Trai
             idx = np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
             target, nb, mask, cv, gt = _tensors(train, idx)
             xy, log_prob, sigma = model(target, nb, mask, cv)
-            loss, _ = mtp_loss(xy, log_prob, sigma, gt)
+            weight = hard_weights(gt, cv, cfg.hard_weight) if cfg.hard_weight else None
+            loss, _ = mtp_loss(xy, log_prob, sigma, gt, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm))

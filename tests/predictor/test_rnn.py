@@ -16,7 +16,14 @@ from predictor.rnn import (
     make_features,
     save_checkpoint,
 )
-from predictor.train import Samples, TrainConfig, build_samples, mtp_loss, train_model
+from predictor.train import (
+    Samples,
+    TrainConfig,
+    build_samples,
+    hard_weights,
+    mtp_loss,
+    train_model,
+)
 from sim.forecast import History, empty_neighbors, future_from_tracks, history_from_tracks
 from sim.tracks import Tracks
 
@@ -136,6 +143,27 @@ def test_mtp_loss_picks_the_closest_mode():
     xy = torch.stack([torch.full((4, 2), 5.0), torch.full((4, 2), 0.1)]).unsqueeze(0)
     loss, best = mtp_loss(xy, torch.log(torch.tensor([[0.5, 0.5]])), torch.ones(1, 2, 4, 2), gt)
     assert int(best[0]) == 1 and torch.isfinite(loss)
+
+
+def test_hard_weights_count_the_samples_constant_velocity_gets_wrong_more():
+    cv = torch.zeros(3, 4, 2)
+    gt = torch.zeros(3, 4, 2)
+    gt[1, -1] = torch.tensor([3.0, 4.0])  # 5 m off at the horizon (a brake, a lane change)
+    w = hard_weights(gt, cv, 0.5)
+    assert torch.allclose(w, torch.tensor([1.0, 3.5, 1.0]))
+    # the weighted mean: uniform weights give the plain mean, a heavy sample dominates
+    g = torch.Generator().manual_seed(0)
+    xy = torch.randn(3, 2, 4, 2, generator=g)
+    log_prob = torch.log_softmax(torch.randn(3, 2, generator=g), dim=-1)
+    sigma = torch.rand(3, 2, 4, 2, generator=g) + 0.5
+    plain, _ = mtp_loss(xy, log_prob, sigma, gt)
+    uniform, _ = mtp_loss(xy, log_prob, sigma, gt, torch.ones(3))
+    assert torch.allclose(plain, uniform)
+    one, _ = mtp_loss(xy[1:2], log_prob[1:2], sigma[1:2], gt[1:2])
+    heavy, _ = mtp_loss(xy, log_prob, sigma, gt, torch.tensor([1e-6, 1.0, 1e-6]))
+    assert torch.allclose(heavy, one, atol=1e-4)
+    with pytest.raises(ValueError, match="hard_weight"):
+        TrainConfig(hard_weight=-1.0)
 
 
 def test_bad_checkpoints_are_refused_naming_the_file(tmp_path):
