@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -110,30 +111,30 @@ def nonneg_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def seconds_up_to(top_s: float, zero_ok: bool = False):
-    """An argparse type: a positive (zero_ok: or zero) number of seconds, at most top_s."""
+def number_in(zero_ok: bool = False, top: float = math.inf, unit: str = ""):
+    """An argparse type: a finite number > 0 (zero_ok: >= 0), at most top (in unit)."""
     low = "a number >= 0" if zero_ok else "a positive number"
+    high = f", at most {top:g}{unit}" if math.isfinite(top) else ""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            value = float("nan")
-        if not ((value >= 0.0 if zero_ok else value > 0.0) and value <= top_s):  # NaN fails
-            raise argparse.ArgumentTypeError(f"expected {low}, at most {top_s:g} s, "
-                                             f"got {text!r}")
+            value = math.nan
+        if not ((value >= 0.0 if zero_ok else value > 0.0) and value <= top
+                and math.isfinite(value)):  # NaN fails
+            raise argparse.ArgumentTypeError(f"expected {low}{high}, got {text!r}")
         return value
     return parse
+
+
+positive_float = number_in()
+nonneg_float = number_in(zero_ok=True)
+
+
+def seconds_up_to(top_s: float, zero_ok: bool = False):
+    """An argparse type: a positive (zero_ok: or zero) number of seconds, at most top_s."""
+    return number_in(zero_ok, top_s, " s")
 
 
 MAX_HORIZON_S = 30.0  # forecast, history and planning horizons: longer ones exhaust memory
@@ -354,16 +355,6 @@ def is_recording(text: str) -> bool:
 def replay_flags_given(args) -> list[str]:
     return ["--" + f.replace("_", "-") for f in REPLAY_FLAGS
             if getattr(args, f, None) not in (None, False)]
-
-
-def nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 def add_replay_run_args(p) -> None:
