@@ -46,9 +46,9 @@ class TrainConfig:
     threads: int = 1
     max_train_samples: int = 400_000
     max_val_samples: int = 30_000  # a fixed random subset keeps validation cheap
-    # each training sample's loss weighs 1 + hard_weight x the displacement error of constant
-    # velocity at the horizon (m): where that fails (brakes, lane changes, speeding up) a
-    # sample counts more; 0: all alike
+    # each training sample's regression loss weighs 1 + hard_weight x the displacement error
+    # of constant velocity at the horizon (m): where that fails (brakes, lane changes,
+    # speeding up) a sample counts more; 0: all alike. The shipped sim model: 0.5
     hard_weight: float = 0.0
 
     def __post_init__(self) -> None:
@@ -134,8 +134,9 @@ def mtp_loss(xy, log_prob, sigma, gt, weight=None):
     weight (B,) or None (all alike).
 
     The mode closest to the truth (mean displacement) is the winner: its Gaussian negative
-    log-likelihood (per step and axis, averaged) plus the cross-entropy of choosing it,
-    averaged over the batch with the weights. Returns (loss, winner index (B,))."""
+    log-likelihood (per step and axis, averaged over the batch with the weights) plus the
+    cross-entropy of choosing it (a plain batch mean: weights there would skew the mode
+    probabilities the safety layer acts on). Returns (loss, winner index (B,))."""
     err = torch.linalg.vector_norm(xy - gt.unsqueeze(1), dim=-1)  # (B, K, F)
     best = err.mean(-1).argmin(dim=1)
     rows = torch.arange(len(best))
@@ -144,7 +145,7 @@ def mtp_loss(xy, log_prob, sigma, gt, weight=None):
     ce = -log_prob[rows, best]
     if weight is None:
         return (nll + ce).mean(), best
-    return ((nll + ce) * weight).sum() / weight.sum(), best
+    return (nll * weight).sum() / weight.sum() + ce.mean(), best
 
 
 def hard_weights(gt, cv, hard_weight: float):

@@ -159,9 +159,21 @@ def test_hard_weights_count_the_samples_constant_velocity_gets_wrong_more():
     plain, _ = mtp_loss(xy, log_prob, sigma, gt)
     uniform, _ = mtp_loss(xy, log_prob, sigma, gt, torch.ones(3))
     assert torch.allclose(plain, uniform)
-    one, _ = mtp_loss(xy[1:2], log_prob[1:2], sigma[1:2], gt[1:2])
-    heavy, _ = mtp_loss(xy, log_prob, sigma, gt, torch.tensor([1e-6, 1.0, 1e-6]))
-    assert torch.allclose(heavy, one, atol=1e-4)
+
+    def grads(weight):
+        x, lp = xy.clone().requires_grad_(), log_prob.clone().requires_grad_()
+        mtp_loss(x, lp, sigma, gt, weight)[0].backward()
+        return x.grad, lp.grad
+
+    # a heavy sample dominates the regression; the mode classification stays a plain mean
+    # (the layer acts on the probabilities)
+    gx_heavy, gp_heavy = grads(torch.tensor([1e-6, 1.0, 1e-6]))
+    gx_plain, gp_plain = grads(None)
+    x1 = xy[1:2].clone().requires_grad_()
+    mtp_loss(x1, log_prob[1:2], sigma[1:2], gt[1:2])[0].backward()
+    assert torch.allclose(gx_heavy[1], x1.grad[0], atol=1e-5)
+    assert gx_heavy[[0, 2]].abs().max() < 1e-5 < gx_plain[[0, 2]].abs().max()
+    assert torch.allclose(gp_heavy, gp_plain)
     with pytest.raises(ValueError, match="hard_weight"):
         TrainConfig(hard_weight=-1.0)
 
