@@ -126,13 +126,19 @@ def rotate_to_agent(v: np.ndarray, cos: np.ndarray, sin: np.ndarray):
     return np.stack([c * v[..., 0] + s * v[..., 1], -s * v[..., 0] + c * v[..., 1]], axis=-1)
 
 
-def to_world(xy: np.ndarray, origin: np.ndarray, rot: np.ndarray) -> np.ndarray:
-    """Agent-frame points (S, ..., 2) back to the world frame."""
+def to_world(xy: np.ndarray, origin: np.ndarray, rot: np.ndarray,
+             out: np.ndarray | None = None) -> np.ndarray:
+    """Agent-frame points (S, ..., 2) back to the world frame, float64 (into out if given)."""
     shape = (len(origin),) + (1,) * (xy.ndim - 2)
     c, s = rot[:, 0].reshape(shape), rot[:, 1].reshape(shape)
-    x = c * xy[..., 0] - s * xy[..., 1] + origin[:, 0].reshape(shape)
-    y = s * xy[..., 0] + c * xy[..., 1] + origin[:, 1].reshape(shape)
-    return np.stack([x, y], axis=-1)
+    out = np.empty(xy.shape) if out is None else out
+    np.add(c * xy[..., 0] - s * xy[..., 1], origin[:, 0].reshape(shape), out=out[..., 0])
+    np.add(s * xy[..., 0] + c * xy[..., 1], origin[:, 1].reshape(shape), out=out[..., 1])
+    return out
+
+
+def _nan_to_zero(a: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(a), 0.0, a)
 
 
 def make_features(history: History, config: RnnConfig) -> Features:
@@ -171,8 +177,8 @@ def make_features(history: History, config: RnnConfig) -> Features:
         v = rotate_to_agent(history.nb_vxy[:, :m_in, -1], cos, sin)
         ok_now = ok[:, :, 0]
         feats = [p[:, :, 0], p[:, :, 1], p[:, :, 2], np.where(ok_now[..., None], v, 0.0),
-                 np.nan_to_num(history.nb_length[:, :m_in, None]),
-                 np.nan_to_num(history.nb_width[:, :m_in, None]),
+                 _nan_to_zero(history.nb_length[:, :m_in, None]),
+                 _nan_to_zero(history.nb_width[:, :m_in, None]),
                  ok[:, :, 1:].astype(float)]
         neighbors[:, :m_in] = np.concatenate(feats, axis=-1)
         nb_mask[:, :m_in] = ok_now
@@ -252,7 +258,7 @@ class RnnForecaster(nn.Module):
             e = self.nb_encoder((neighbors - self.nb_mean) / self.nb_std)  # (B, M, D)
             mask = nb_mask.unsqueeze(-1)
             neg = torch.finfo(e.dtype).min
-            pooled = torch.where(mask, e, torch.full_like(e, neg)).max(dim=1).values
+            pooled = torch.where(mask, e, neg).amax(dim=1)
             pooled = torch.where(nb_mask.any(1, keepdim=True), pooled, torch.zeros_like(pooled))
             score = (e * self.nb_query(h).unsqueeze(1)).sum(-1) / np.sqrt(e.shape[-1])
             score = score.masked_fill(~nb_mask, neg)
@@ -434,19 +440,19 @@ class RnnPredictor:
                     top = np.argsort(-prob, axis=1, kind="stable")[:, :k]
                     rows = np.arange(len(top))[:, None]
                     p = prob[rows, top]
-                    xy_k = xy.numpy()[rows, top, :horizon_steps].astype(np.float64)
+                    xy_k = xy.numpy()[rows, top, :horizon_steps]
                     sig_k = sigma.numpy()[rows, top, :horizon_steps].astype(np.float64)
                 else:  # all of them, in the model's order
                     p = prob
-                    xy_k = xy.numpy()[:, :, :horizon_steps].astype(np.float64)
+                    xy_k = xy.numpy()[:, :, :horizon_steps]
                     sig_k = sigma.numpy()[:, :, :horizon_steps].astype(np.float64)
                 hi = lo + len(p)
-                out_xy[lo:hi] = to_world(xy_k, f.origin, f.rot)
+                to_world(xy_k, f.origin, f.rot, out=out_xy[lo:hi])  # float32 widens exactly
                 # agent-frame (along, across) std devs to world x, y (covariance dropped)
                 c2 = (f.rot[:, 0] ** 2)[:, None, None]
                 s2 = (f.rot[:, 1] ** 2)[:, None, None]
                 var_a, var_c = sig_k[..., 0] ** 2, sig_k[..., 1] ** 2
-                out_sig[lo:hi, ..., 0] = np.sqrt(c2 * var_a + s2 * var_c)
-                out_sig[lo:hi, ..., 1] = np.sqrt(s2 * var_a + c2 * var_c)
+                np.sqrt(c2 * var_a + s2 * var_c, out=out_sig[lo:hi, ..., 0])
+                np.sqrt(s2 * var_a + c2 * var_c, out=out_sig[lo:hi, ..., 1])
                 out_p[lo:hi] = p / p.sum(axis=1, keepdims=True)
         return Prediction(xy=out_xy, prob=out_p, sigma_m=out_sig)
