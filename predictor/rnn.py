@@ -138,6 +138,7 @@ def to_world(xy: np.ndarray, origin: np.ndarray, rot: np.ndarray,
 
 
 def _nan_to_zero(a: np.ndarray) -> np.ndarray:
+    """NaN (an absent neighbour's size) -> 0; unlike np.nan_to_num, infinities stay."""
     return np.where(np.isnan(a), 0.0, a)
 
 
@@ -155,7 +156,7 @@ def make_features(history: History, config: RnnConfig) -> Features:
         vxy = np.concatenate([np.full((s, pad, 2), np.nan), vxy], axis=1)
         valid = np.concatenate([np.zeros((s, pad), bool), valid], axis=1)
     origin = history.xy[:, -1].astype(np.float64)
-    heading = frame_heading(history)
+    heading = frame_heading(history).astype(np.float64)  # float64 frames: to_world is exact
     cos, sin = np.cos(heading), np.sin(heading)
     pos = to_agent(xy, origin, cos, sin)
     vel = rotate_to_agent(vxy, cos, sin)
