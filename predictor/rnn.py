@@ -126,15 +126,13 @@ def rotate_to_agent(v: np.ndarray, cos: np.ndarray, sin: np.ndarray):
     return np.stack([c * v[..., 0] + s * v[..., 1], -s * v[..., 0] + c * v[..., 1]], axis=-1)
 
 
-def to_world(xy: np.ndarray, origin: np.ndarray, rot: np.ndarray,
-             out: np.ndarray | None = None) -> np.ndarray:
-    """Agent-frame points (S, ..., 2) back to the world frame, float64 (into out if given)."""
+def to_world(xy: np.ndarray, origin: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    """Agent-frame points (S, ..., 2) back to the world frame."""
     shape = (len(origin),) + (1,) * (xy.ndim - 2)
     c, s = rot[:, 0].reshape(shape), rot[:, 1].reshape(shape)
-    out = np.empty(xy.shape) if out is None else out
-    np.add(c * xy[..., 0] - s * xy[..., 1], origin[:, 0].reshape(shape), out=out[..., 0])
-    np.add(s * xy[..., 0] + c * xy[..., 1], origin[:, 1].reshape(shape), out=out[..., 1])
-    return out
+    x = c * xy[..., 0] - s * xy[..., 1] + origin[:, 0].reshape(shape)
+    y = s * xy[..., 0] + c * xy[..., 1] + origin[:, 1].reshape(shape)
+    return np.stack([x, y], axis=-1)
 
 
 def _nan_to_zero(a: np.ndarray) -> np.ndarray:
@@ -156,7 +154,7 @@ def make_features(history: History, config: RnnConfig) -> Features:
         vxy = np.concatenate([np.full((s, pad, 2), np.nan), vxy], axis=1)
         valid = np.concatenate([np.zeros((s, pad), bool), valid], axis=1)
     origin = history.xy[:, -1].astype(np.float64)
-    heading = frame_heading(history).astype(np.float64)  # float64 frames: to_world is exact
+    heading = frame_heading(history)
     cos, sin = np.cos(heading), np.sin(heading)
     pos = to_agent(xy, origin, cos, sin)
     vel = rotate_to_agent(vxy, cos, sin)
@@ -441,19 +439,19 @@ class RnnPredictor:
                     top = np.argsort(-prob, axis=1, kind="stable")[:, :k]
                     rows = np.arange(len(top))[:, None]
                     p = prob[rows, top]
-                    xy_k = xy.numpy()[rows, top, :horizon_steps]
+                    xy_k = xy.numpy()[rows, top, :horizon_steps].astype(np.float64)
                     sig_k = sigma.numpy()[rows, top, :horizon_steps].astype(np.float64)
                 else:  # all of them, in the model's order
                     p = prob
-                    xy_k = xy.numpy()[:, :, :horizon_steps]
+                    xy_k = xy.numpy()[:, :, :horizon_steps].astype(np.float64)
                     sig_k = sigma.numpy()[:, :, :horizon_steps].astype(np.float64)
                 hi = lo + len(p)
-                to_world(xy_k, f.origin, f.rot, out=out_xy[lo:hi])  # float32 widens exactly
+                out_xy[lo:hi] = to_world(xy_k, f.origin, f.rot)
                 # agent-frame (along, across) std devs to world x, y (covariance dropped)
                 c2 = (f.rot[:, 0] ** 2)[:, None, None]
                 s2 = (f.rot[:, 1] ** 2)[:, None, None]
                 var_a, var_c = sig_k[..., 0] ** 2, sig_k[..., 1] ** 2
-                np.sqrt(c2 * var_a + s2 * var_c, out=out_sig[lo:hi, ..., 0])
-                np.sqrt(s2 * var_a + c2 * var_c, out=out_sig[lo:hi, ..., 1])
+                out_sig[lo:hi, ..., 0] = np.sqrt(c2 * var_a + s2 * var_c)
+                out_sig[lo:hi, ..., 1] = np.sqrt(s2 * var_a + c2 * var_c)
                 out_p[lo:hi] = p / p.sum(axis=1, keepdims=True)
         return Prediction(xy=out_xy, prob=out_p, sigma_m=out_sig)
