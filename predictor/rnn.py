@@ -257,7 +257,7 @@ class RnnForecaster(nn.Module):
             e = self.nb_encoder((neighbors - self.nb_mean) / self.nb_std)  # (B, M, D)
             mask = nb_mask.unsqueeze(-1)
             neg = torch.finfo(e.dtype).min
-            pooled = torch.where(mask, e, neg).amax(dim=1)
+            pooled = torch.where(mask, e, torch.full_like(e, neg)).max(dim=1).values
             pooled = torch.where(nb_mask.any(1, keepdim=True), pooled, torch.zeros_like(pooled))
             score = (e * self.nb_query(h).unsqueeze(1)).sum(-1) / np.sqrt(e.shape[-1])
             score = score.masked_fill(~nb_mask, neg)
