@@ -135,11 +135,6 @@ def to_world(xy: np.ndarray, origin: np.ndarray, rot: np.ndarray) -> np.ndarray:
     return np.stack([x, y], axis=-1)
 
 
-def _nan_to_zero(a: np.ndarray) -> np.ndarray:
-    """NaN (an absent neighbour's size) -> 0; unlike np.nan_to_num, infinities stay."""
-    return np.where(np.isnan(a), 0.0, a)
-
-
 def make_features(history: History, config: RnnConfig) -> Features:
     """Agent-centric features of a History, cut or padded to the config's history length."""
     h_model = config.history_steps + 1
@@ -176,8 +171,8 @@ def make_features(history: History, config: RnnConfig) -> Features:
         v = rotate_to_agent(history.nb_vxy[:, :m_in, -1], cos, sin)
         ok_now = ok[:, :, 0]
         feats = [p[:, :, 0], p[:, :, 1], p[:, :, 2], np.where(ok_now[..., None], v, 0.0),
-                 _nan_to_zero(history.nb_length[:, :m_in, None]),
-                 _nan_to_zero(history.nb_width[:, :m_in, None]),
+                 np.nan_to_num(history.nb_length[:, :m_in, None]),
+                 np.nan_to_num(history.nb_width[:, :m_in, None]),
                  ok[:, :, 1:].astype(float)]
         neighbors[:, :m_in] = np.concatenate(feats, axis=-1)
         nb_mask[:, :m_in] = ok_now
