@@ -1421,7 +1421,8 @@ def cmd_train(args) -> int:
         model_cfg = with_history(RnnConfig(cell=args.cell, hidden=args.hidden,
                                            layers=args.layers, n_modes=args.modes,
                                            n_neighbors=args.neighbors,
-                                           encoder_stride=args.encoder_stride),
+                                           encoder_stride=args.encoder_stride,
+                                           social_hidden=args.social_hidden, knots=args.knots),
                                  args.history, args.horizon)
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 patience=args.patience, stride_s=args.stride, seed=args.seed,
@@ -1535,6 +1536,12 @@ def add_train_parser(sub) -> None:
                    help="the encoder reads every N-th history step, ending now (default 4)")
     p.add_argument("--modes", type=positive_int, default=6, help="K (default 6)")
     p.add_argument("--neighbors", type=nonneg_int, default=8, help="M nearest (default 8)")
+    p.add_argument("--social-hidden", type=positive_int, default=64, metavar="N",
+                   help="width of the neighbour encoding (default 64)")
+    p.add_argument("--knots", type=nonneg_int, default=0, metavar="N",
+                   help="the heads predict N points per mode and axis, linearly interpolated "
+                        "to every horizon step (default 0: one per step; the shipped sim "
+                        "model: 8)")
     p.add_argument("--epochs", type=positive_int, default=15)
     p.add_argument("--patience", type=positive_int, default=6,
                    help="early stopping: epochs without improvement (default 6)")

@@ -44,7 +44,7 @@ class CheckpointError(ValueError):
 
 CONFIG_INT_RANGES = {"hidden": 4096, "layers": 8, "encoder_stride": 100, "history_steps": 1000,
                      "horizon_steps": 1000, "n_modes": 64, "n_neighbors": 64,
-                     "social_hidden": 4096}  # the largest each may be
+                     "social_hidden": 4096, "knots": 1000}  # the largest each may be
 
 
 @dataclass(frozen=True)
@@ -62,19 +62,29 @@ class RnnConfig:
     n_neighbors: int = 8
     social_hidden: int = 64
     dropout: float = 0.0
+    knots: int = 0  # outputs per mode and axis, linearly interpolated to the horizon's steps;
+    # 0: one per step (checkpoints from before knots existed)
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         for name, top in CONFIG_INT_RANGES.items():
             v = getattr(self, name)
-            lo = 0 if name == "n_neighbors" else 1
+            lo = 0 if name in ("n_neighbors", "knots") else 1
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= top:
                 raise ValueError(f"{name} must be an integer in {lo}..{top}, got {v!r}")
         for name, lo, hi in (("dt_s", 1e-3, 10.0), ("dropout", 0.0, 0.999)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
                 raise ValueError(f"{name} must be a number in {lo:g}..{hi:g}, got {v!r}")
+        if self.knots == 1 or self.knots > self.horizon_steps:
+            raise ValueError(f"knots must be 0 or 2..horizon_steps ({self.horizon_steps}), "
+                             f"got {self.knots}")
+
+    @property
+    def n_knots(self) -> int:
+        """Network outputs per mode and axis."""
+        return self.knots or self.horizon_steps
 
     @property
     def nb_lag_steps(self) -> tuple[int, ...]:
@@ -151,35 +161,48 @@ def make_features(history: History, config: RnnConfig) -> Features:
     origin = history.xy[:, -1].astype(np.float64)
     heading = frame_heading(history)
     cos, sin = np.cos(heading), np.sin(heading)
-    pos = to_agent(xy, origin, cos, sin)
+    # computed in float64, stored as float32 (each slice assignment casts)
+    target = np.empty((s, h_model, TARGET_FEATURES), np.float32)
+    target[..., 0:2] = to_agent(xy, origin, cos, sin)
     vel = rotate_to_agent(vxy, cos, sin)
-    target = np.concatenate([pos, vel, valid[..., None].astype(float)], axis=-1)
+    target[..., 2:4] = vel
+    target[..., 4] = valid
     target[~valid] = 0.0
     # constant velocity from the last valid velocity
     v_now = vel[:, -1]
     steps = np.arange(1, config.horizon_steps + 1) * history.dt_s
     cv = v_now[:, None, :] * steps[None, :, None]
     m = config.n_neighbors
-    neighbors = np.zeros((s, m, NEIGHBOR_FEATURES))
+    neighbors = np.zeros((s, m, NEIGHBOR_FEATURES), np.float32)
     nb_mask = np.zeros((s, m), bool)
     m_in = min(m, history.n_neighbors)
     if m_in:
         lags = [-1 - min(lag, h_in - 1) for lag in config.nb_lag_steps]  # now and two past
         ok = history.nb_valid[:, :m_in][:, :, lags]  # (S, M, 3)
         p = to_agent(history.nb_xy[:, :m_in][:, :, lags], origin, cos, sin)  # (S, M, 3, 2)
-        p = np.where(ok[..., None], p, 0.0)
-        v = rotate_to_agent(history.nb_vxy[:, :m_in, -1], cos, sin)
-        ok_now = ok[:, :, 0]
-        feats = [p[:, :, 0], p[:, :, 1], p[:, :, 2], np.where(ok_now[..., None], v, 0.0),
-                 np.nan_to_num(history.nb_length[:, :m_in, None]),
-                 np.nan_to_num(history.nb_width[:, :m_in, None]),
-                 ok[:, :, 1:].astype(float)]
-        neighbors[:, :m_in] = np.concatenate(feats, axis=-1)
-        nb_mask[:, :m_in] = ok_now
-        neighbors[~nb_mask] = 0.0
-    return Features(target=target.astype(np.float32), neighbors=neighbors.astype(np.float32),
-                    nb_mask=nb_mask, origin=origin, rot=np.stack([cos, sin], axis=1),
-                    cv=cv.astype(np.float32))
+        nb = neighbors[:, :m_in]
+        nb[..., 0:6] = np.where(ok[..., None], p, 0.0).reshape(s, m_in, 6)
+        nb[..., 6:8] = rotate_to_agent(history.nb_vxy[:, :m_in, -1], cos, sin)
+        for col, size in ((8, history.nb_length), (9, history.nb_width)):
+            size = size[:, :m_in]
+            nb[..., col] = np.where(np.isnan(size), 0.0, size)
+        nb[..., 10:12] = ok[:, :, 1:]
+        nb_mask[:, :m_in] = ok[:, :, 0]
+        neighbors[~nb_mask] = 0.0  # absent now: every feature 0
+    return Features(target=target, neighbors=neighbors, nb_mask=nb_mask, origin=origin,
+                    rot=np.stack([cos, sin], axis=1), cv=cv.astype(np.float32))
+
+
+def knot_weights(n_knots: int, n_steps: int) -> torch.Tensor:
+    """(n_steps, n_knots) linear interpolation from knots evenly spaced between the first and
+    the last horizon step (each row: two neighbouring weights summing to 1)."""
+    at = torch.linspace(0, n_knots - 1, n_steps, dtype=torch.float64)
+    lo = at.floor().clamp(max=n_knots - 2).long()
+    frac = at - lo
+    w = torch.zeros(n_steps, n_knots, dtype=torch.float64)
+    w[torch.arange(n_steps), lo] = 1 - frac
+    w[torch.arange(n_steps), lo + 1] = frac
+    return w.float()
 
 
 # ---- the model --------------------------------------------------------------------------------
@@ -212,8 +235,8 @@ class RnnForecaster(nn.Module):
         self.trunk = nn.Sequential(nn.Linear(joint, 2 * c.hidden), nn.ReLU(),
                                    nn.Dropout(c.dropout),
                                    nn.Linear(2 * c.hidden, 2 * c.hidden), nn.ReLU())
-        self.head_xy = nn.Linear(2 * c.hidden, c.n_modes * c.horizon_steps * 2)
-        self.head_sigma = nn.Linear(2 * c.hidden, c.n_modes * c.horizon_steps * 2)
+        self.head_xy = nn.Linear(2 * c.hidden, c.n_modes * 2 * c.n_knots)
+        self.head_sigma = nn.Linear(2 * c.hidden, c.n_modes * 2 * c.n_knots)
         self.head_logit = nn.Linear(2 * c.hidden, c.n_modes)
         self.register_buffer("target_mean", torch.zeros(TARGET_FEATURES))
         self.register_buffer("target_std", torch.ones(TARGET_FEATURES))
@@ -222,6 +245,9 @@ class RnnForecaster(nn.Module):
         # residuals grow with the horizon: unit network outputs mean 0.3 m + 0.7 m per second
         t_s = torch.arange(1, c.horizon_steps + 1, dtype=torch.float32) * c.dt_s
         self.register_buffer("out_scale", 0.3 + 0.7 * t_s)
+        if c.knots:
+            self.register_buffer("interp", knot_weights(c.knots, c.horizon_steps).T.contiguous(),
+                                 persistent=False)
 
     def set_normalisation(self, feats: Features) -> None:
         """Fit the input statistics on training features (standard deviations floored at
@@ -262,14 +288,20 @@ class RnnForecaster(nn.Module):
             pooled = h.new_zeros(b, c.social_hidden)
             attended = h.new_zeros(b, c.social_hidden)
         z = self.trunk(torch.cat([h, pooled, attended], dim=-1))
-        scale = self.out_scale.view(1, 1, -1, 1)
-        resid = self.head_xy(z).view(b, c.n_modes, c.horizon_steps, 2) * scale
-        xy = cv.unsqueeze(1) + resid
-        sigma = (nn.functional.softplus(self.head_sigma(z)).view(b, c.n_modes,
-                                                                  c.horizon_steps, 2)
-                 * scale + MIN_SIGMA_M)
+        xy = cv.unsqueeze(1) + self.to_steps(self.head_xy(z))
+        sigma = self.to_steps(nn.functional.softplus(self.head_sigma(z))) + MIN_SIGMA_M
         log_prob = torch.log_softmax(self.head_logit(z), dim=-1)
         return xy, log_prob, sigma
+
+    def to_steps(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, K * 2 * n_knots) head outputs -> (B, K, F, 2) metres at every horizon step."""
+        c = self.config
+        b = out.shape[0]
+        if c.knots:  # (B, K, 2, knots) @ (knots, F), then steps before axes
+            steps = torch.matmul(out.view(b, c.n_modes, 2, c.knots), self.interp).transpose(2, 3)
+        else:
+            steps = out.view(b, c.n_modes, c.horizon_steps, 2)
+        return steps * self.out_scale.view(1, 1, -1, 1)
 
 
 # ---- checkpoints ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from predictor.rnn import (
     RnnConfig,
     RnnForecaster,
     RnnPredictor,
+    knot_weights,
     load_checkpoint,
     make_features,
     save_checkpoint,
@@ -95,6 +96,35 @@ def test_forward_shapes_probabilities_and_positive_sigma():
     assert xy.shape == (b, 3, 20, 2) and sigma.shape == (b, 3, 20, 2)
     np.testing.assert_allclose(log_prob.exp().sum(1).detach(), 1.0, atol=1e-6)
     assert (sigma > 0).all()
+
+
+def test_knot_weights_interpolate_linearly_between_the_first_and_last_step():
+    w = knot_weights(4, 10).double()  # knots at steps 0, 3, 6, 9
+    np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-6)
+    assert (w >= 0).all() and ((w > 0).sum(1) <= 2).all()
+    knots = torch.tensor([1.0, 4.0, -2.0, 7.0], dtype=torch.float64)
+    np.testing.assert_allclose((w @ knots)[[0, 3, 6, 9]], knots, atol=1e-6)
+    np.testing.assert_allclose((w @ knots)[1:3], [2.0, 3.0], atol=1e-6)  # a straight line
+    with pytest.raises(ValueError, match="knots"):
+        dataclasses.replace(SMALL, knots=1)
+    with pytest.raises(ValueError, match="knots"):
+        dataclasses.replace(SMALL, knots=SMALL.horizon_steps + 1)
+
+
+def test_a_model_with_knots_forecasts_piecewise_linear_residuals():
+    cfg = dataclasses.replace(SMALL, knots=5)  # 20 steps: knots every 19 / 4 steps
+    model = RnnForecaster(cfg)
+    assert model.head_xy.out_features == cfg.n_modes * 2 * 5
+    b = 4
+    torch.manual_seed(0)
+    xy, log_prob, sigma = model(torch.randn(b, 11, 5), torch.randn(b, 2, 12),
+                                torch.ones(b, 2, dtype=torch.bool), torch.zeros(b, 20, 2))
+    assert xy.shape == (b, 3, 20, 2) and sigma.shape == (b, 3, 20, 2) and (sigma > 0).all()
+    # residual / scale is linear between neighbouring knots (steps 0..4 lie between knot 0 at
+    # step 0 and knot 1 at step 4.75)
+    unit = (xy / model.out_scale.view(1, 1, -1, 1)).detach()
+    second = unit[:, :, 2:5] - 2 * unit[:, :, 1:4] + unit[:, :, 0:3]
+    np.testing.assert_allclose(second, 0.0, atol=1e-5)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
