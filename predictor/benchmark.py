@@ -440,6 +440,7 @@ def run_benchmark(episodes: list[Episode], predictors: list[Predictor],
             fitted.update(info)
         sums = {p.name: {"all": None} for p in preds}
         latency = {p.name: 0.0 for p in preds}
+        batch_ms = {p.name: [] for p in preds}  # each call on a full batch of spec.batch
         n_modes = {p.name: 0 for p in preds}
         dt_used = {}
         for ep, truth, inputs, rows, cols, h, f in per_ep:
@@ -454,7 +455,10 @@ def run_benchmark(episodes: list[Episode], predictors: list[Predictor],
                 for p in preds:
                     t0 = time.perf_counter()
                     pred = p.predict(hist, f)
-                    latency[p.name] += time.perf_counter() - t0
+                    took_s = time.perf_counter() - t0
+                    latency[p.name] += took_s
+                    if len(r) == spec.batch:
+                        batch_ms[p.name].append(1000.0 * took_s)
                     if not isinstance(pred, Prediction) or pred.xy.shape[0] != len(r) or \
                             pred.horizon_steps != f:
                         raise RuntimeError(f"predictor {p.name} returned a prediction of the "
@@ -480,7 +484,8 @@ def run_benchmark(episodes: list[Episode], predictors: list[Predictor],
             table = sums[p.name]
             s_all = table["all"] or Sums(per_ep[0][6])
             lat = 1000.0 * latency[p.name] / max(s_all.n, 1)
-            extra = {"modes": n_modes[p.name], "dt_s": dt_any}
+            extra = {"modes": n_modes[p.name], "dt_s": dt_any,
+                     "batch_ms": batch_latency(batch_ms[p.name], spec.batch)}
             results[p.name] = s_all.result(dt_any, lat, extra)
             curves[p.name] = {"dt_s": dt_any, "mean_m": s_all.curve()[0].round(4).tolist(),
                               "rmse_m": s_all.curve()[1].round(4).tolist()}
@@ -507,6 +512,16 @@ def run_benchmark(episodes: list[Episode], predictors: list[Predictor],
         out["by"] = {spec.by: by}
     out["curves"] = curves
     return out
+
+
+def batch_latency(times_ms: list[float], batch: int) -> dict | None:
+    """Median and 95th percentile of predict's wall time on full batches of `batch` samples
+    (the per-sample mean also counts each episode's last, partial batch); None without one."""
+    if not times_ms:
+        return None
+    t = np.asarray(times_ms)
+    return {"batch": batch, "batches": len(t), "median": round(float(np.median(t)), 4),
+            "p95": round(float(np.percentile(t, 95)), 4)}
 
 
 # ---- presenting ---------------------------------------------------------------------------------
@@ -550,6 +565,11 @@ def format_table(result: dict) -> str:
                           if isinstance(v, float))
         lines.append(f"  {name} fitted on {info['samples']:,} train-split samples"
                      + (f": {shown}" if shown else " (see the JSON for its parameters)"))
+    for name, r in result["predictors"].items():
+        b = r.get("batch_ms")
+        if b:
+            lines.append(f"  {name}: {b['median']:.2f} ms per batch of {b['batch']} (median; "
+                         f"p95 {b['p95']:.2f} ms; {b['batches']:,} full batches)")
     for what, groups in result.get("by", {}).items():
         for key, table in groups.items():
             n = max(r["samples"] for r in table.values())

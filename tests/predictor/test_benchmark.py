@@ -69,6 +69,21 @@ def test_cv_has_zero_error_on_a_straight_constant_speed_track():
     assert r["latency_ms_per_sample"] >= 0 and r["modes"] == 1
 
 
+def test_latency_per_full_batch_leaves_out_the_partial_one():
+    tr = straight_tracks()
+    rows, _ = sample_index(tr.present, 20, 30, 5)
+    batch = 4
+    assert len(rows) % batch  # a partial batch at the end
+    spec = BenchmarkSpec(split="all", stride_s=0.5, batch=batch)
+    r = run_benchmark([episode(tr)], [make_predictor("cv")], spec)["predictors"]["cv"]
+    b = r["batch_ms"]
+    assert b["batch"] == batch and b["batches"] == len(rows) // batch
+    assert 0 <= b["median"] <= b["p95"]
+    whole = run_benchmark([episode(tr)], [make_predictor("cv")],
+                          BenchmarkSpec(split="all", stride_s=0.5))["predictors"]["cv"]
+    assert whole["batch_ms"] is None  # no batch of 20,000 here
+
+
 def test_ca_is_not_exact_when_speed_changes():
     tr = straight_tracks()
     x = tr.x.copy()
