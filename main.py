@@ -1411,6 +1411,8 @@ def add_import_parser(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from dataclasses import replace
+
     from predictor.benchmark import BenchmarkInputError
     from predictor.episodes import load_sources, split_masks
     from predictor.rnn import CheckpointError, RnnConfig
@@ -1422,8 +1424,9 @@ def cmd_train(args) -> int:
                                            layers=args.layers, n_modes=args.modes,
                                            n_neighbors=args.neighbors,
                                            encoder_stride=args.encoder_stride,
-                                           social_hidden=args.social_hidden, knots=args.knots),
+                                           social_hidden=args.social_hidden),
                                  args.history, args.horizon)
+        model_cfg = replace(model_cfg, knots=args.knots)  # checked against --horizon
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 patience=args.patience, stride_s=args.stride, seed=args.seed,
                                 threads=args.threads, hard_weight=args.hard_weight)

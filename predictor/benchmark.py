@@ -38,6 +38,7 @@ from sim.forecast import (
     history_from_tracks,
     sample_index,
 )
+from sim.timing import summary_ms
 from sim.tracks import Tracks, read_tracks
 
 MANEUVERS = ("keep_lane", "accelerate", "brake_not_begun", "brake_begun",
@@ -440,7 +441,9 @@ def run_benchmark(episodes: list[Episode], predictors: list[Predictor],
             fitted.update(info)
         sums = {p.name: {"all": None} for p in preds}
         latency = {p.name: 0.0 for p in preds}
-        batch_ms = {p.name: [] for p in preds}  # each call on a full batch of spec.batch
+        # predict's time on each full batch of spec.batch samples: the per-sample mean also
+        # counts each episode's last, partial batch
+        batch_ms = {p.name: [] for p in preds}
         n_modes = {p.name: 0 for p in preds}
         dt_used = {}
         for ep, truth, inputs, rows, cols, h, f in per_ep:
@@ -485,7 +488,7 @@ def run_benchmark(episodes: list[Episode], predictors: list[Predictor],
             s_all = table["all"] or Sums(per_ep[0][6])
             lat = 1000.0 * latency[p.name] / max(s_all.n, 1)
             extra = {"modes": n_modes[p.name], "dt_s": dt_any,
-                     "batch_ms": batch_latency(batch_ms[p.name], spec.batch)}
+                     "batch_ms": summary_ms(batch_ms[p.name], "batches")}
             results[p.name] = s_all.result(dt_any, lat, extra)
             curves[p.name] = {"dt_s": dt_any, "mean_m": s_all.curve()[0].round(4).tolist(),
                               "rmse_m": s_all.curve()[1].round(4).tolist()}
@@ -512,16 +515,6 @@ def run_benchmark(episodes: list[Episode], predictors: list[Predictor],
         out["by"] = {spec.by: by}
     out["curves"] = curves
     return out
-
-
-def batch_latency(times_ms: list[float], batch: int) -> dict | None:
-    """Median and 95th percentile of predict's wall time on full batches of `batch` samples
-    (the per-sample mean also counts each episode's last, partial batch); None without one."""
-    if not times_ms:
-        return None
-    t = np.asarray(times_ms)
-    return {"batch": batch, "batches": len(t), "median": round(float(np.median(t)), 4),
-            "p95": round(float(np.percentile(t, 95)), 4)}
 
 
 # ---- presenting ---------------------------------------------------------------------------------
@@ -568,7 +561,7 @@ def format_table(result: dict) -> str:
     for name, r in result["predictors"].items():
         b = r.get("batch_ms")
         if b:
-            lines.append(f"  {name}: {b['median']:.2f} ms per batch of {b['batch']} (median; "
+            lines.append(f"  {name}: {b['median']:.2f} ms per batch of {proto['batch']} (median; "
                          f"p95 {b['p95']:.2f} ms; {b['batches']:,} full batches)")
     for what, groups in result.get("by", {}).items():
         for key, table in groups.items():

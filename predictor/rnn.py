@@ -183,9 +183,8 @@ def make_features(history: History, config: RnnConfig) -> Features:
         nb = neighbors[:, :m_in]
         nb[..., 0:6] = np.where(ok[..., None], p, 0.0).reshape(s, m_in, 6)
         nb[..., 6:8] = rotate_to_agent(history.nb_vxy[:, :m_in, -1], cos, sin)
-        for col, size in ((8, history.nb_length), (9, history.nb_width)):
-            size = size[:, :m_in]
-            nb[..., col] = np.where(np.isnan(size), 0.0, size)
+        nb[..., 8] = np.nan_to_num(history.nb_length[:, :m_in])
+        nb[..., 9] = np.nan_to_num(history.nb_width[:, :m_in])
         nb[..., 10:12] = ok[:, :, 1:]
         nb_mask[:, :m_in] = ok[:, :, 0]
         neighbors[~nb_mask] = 0.0  # absent now: every feature 0
@@ -294,7 +293,8 @@ class RnnForecaster(nn.Module):
         return xy, log_prob, sigma
 
     def to_steps(self, out: torch.Tensor) -> torch.Tensor:
-        """(B, K * 2 * n_knots) head outputs -> (B, K, F, 2) metres at every horizon step."""
+        """(B, K * n_knots * 2) head outputs -> (B, K, F, 2) metres at every horizon step.
+        With knots each mode's outputs are (2, knots): x's knots, then y's; without, (F, 2)."""
         c = self.config
         b = out.shape[0]
         if c.knots:  # (B, K, 2, knots) @ (knots, F), then steps before axes

@@ -28,6 +28,7 @@ import pygame  # noqa: E402
 from sim import render as R  # noqa: E402
 from sim.forecast import HistoryBuffer, history_from_tracks  # noqa: E402
 from sim.state import ROLE_EGO, TrafficState  # noqa: E402
+from sim.timing import summary_ms  # noqa: E402
 from sim.tracks import TrackFileError, Tracks  # noqa: E402
 from sim.world import Counters, Recorder, init_state, step  # noqa: E402
 
@@ -867,12 +868,7 @@ class Viewer:
     def profile(self) -> dict:
         """Per-frame timings so far, ms: scene building, drawing, forecast inference."""
         def stats(xs):
-            if not xs:
-                return None
-            a = np.asarray(xs)
-            return {"frames": len(a), "median": round(float(np.median(a)), 3),
-                    "p95": round(float(np.percentile(a, 95)), 3),
-                    "max": round(float(a.max()), 3)}
+            return summary_ms(xs, "frames")
 
         frame = [s + r for s, r in zip(self.scene_ms, self.render_ms)]
         both = [f + p for f, p in zip(frame, self.draw_predict_ms)]

@@ -49,6 +49,11 @@ def test_run_headless_records_a_track_file_and_info_reads_it(tmp_path):
     (["benchmark", "nothing"], ["nothing"]),
     (["frobnicate"], ["frobnicate"]),
     (["run", "--headless", "--flow", "5000"], ["flow"]),
+    (["train", "--data", "sim", "--out", "m.pt", "--knots", "1"], ["knots", "got 1"]),
+    (["train", "--data", "sim", "--out", "m.pt", "--knots", "31"], ["knots", "(30)"]),
+    # 40 knots fit a 5 s horizon (50 steps): the config passes and the missing data file fails
+    (["train", "--data", "nowhere.npz", "--out", "m.pt", "--horizon", "5", "--knots", "40",
+      "--social-hidden", "16"], ["nowhere.npz"]),
 ])
 def test_bad_flags_exit_2_with_one_line(args, needles):
     assert_one_line_error(cli(*args), *needles)

@@ -17,6 +17,7 @@ from predictor.benchmark import (
     BenchmarkSpec,
     Episode,
     classify_maneuvers,
+    format_table,
     load_episode,
     run_benchmark,
 )
@@ -75,10 +76,11 @@ def test_latency_per_full_batch_leaves_out_the_partial_one():
     batch = 4
     assert len(rows) % batch  # a partial batch at the end
     spec = BenchmarkSpec(split="all", stride_s=0.5, batch=batch)
-    r = run_benchmark([episode(tr)], [make_predictor("cv")], spec)["predictors"]["cv"]
-    b = r["batch_ms"]
-    assert b["batch"] == batch and b["batches"] == len(rows) // batch
-    assert 0 <= b["median"] <= b["p95"]
+    res = run_benchmark([episode(tr)], [make_predictor("cv")], spec)
+    b = res["predictors"]["cv"]["batch_ms"]
+    assert b["batches"] == len(rows) // batch and b["median"] <= b["p95"] <= b["max"]
+    assert f"ms per batch of 4 (median; p95 {b['p95']:.2f} ms; {len(rows) // batch} full" \
+        in format_table(res)
     whole = run_benchmark([episode(tr)], [make_predictor("cv")],
                           BenchmarkSpec(split="all", stride_s=0.5))["predictors"]["cv"]
     assert whole["batch_ms"] is None  # no batch of 20,000 here

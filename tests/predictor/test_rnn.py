@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from predictor.rnn import (
+    MIN_SIGMA_M,
     CheckpointError,
     RnnConfig,
     RnnForecaster,
@@ -111,20 +112,29 @@ def test_knot_weights_interpolate_linearly_between_the_first_and_last_step():
         dataclasses.replace(SMALL, knots=SMALL.horizon_steps + 1)
 
 
-def test_a_model_with_knots_forecasts_piecewise_linear_residuals():
+def test_a_model_with_knots_forecasts_piecewise_linear_residuals(tmp_path):
     cfg = dataclasses.replace(SMALL, knots=5)  # 20 steps: knots every 19 / 4 steps
     model = RnnForecaster(cfg)
     assert model.head_xy.out_features == cfg.n_modes * 2 * 5
     b = 4
     torch.manual_seed(0)
-    xy, log_prob, sigma = model(torch.randn(b, 11, 5), torch.randn(b, 2, 12),
-                                torch.ones(b, 2, dtype=torch.bool), torch.zeros(b, 20, 2))
+    inputs = (torch.randn(b, 11, 5), torch.randn(b, 2, 12), torch.ones(b, 2, dtype=torch.bool),
+              torch.zeros(b, 20, 2))
+    xy, log_prob, sigma = model(*inputs)
     assert xy.shape == (b, 3, 20, 2) and sigma.shape == (b, 3, 20, 2) and (sigma > 0).all()
     # residual / scale is linear between neighbouring knots (steps 0..4 lie between knot 0 at
     # step 0 and knot 1 at step 4.75)
-    unit = (xy / model.out_scale.view(1, 1, -1, 1)).detach()
-    second = unit[:, :, 2:5] - 2 * unit[:, :, 1:4] + unit[:, :, 0:3]
-    np.testing.assert_allclose(second, 0.0, atol=1e-5)
+    for out in (xy, sigma - MIN_SIGMA_M):
+        unit = (out / model.out_scale.view(1, 1, -1, 1)).detach()
+        second = unit[:, :, 2:5] - 2 * unit[:, :, 1:4] + unit[:, :, 0:3]
+        np.testing.assert_allclose(second, 0.0, atol=1e-5)
+    # the config round-trips through a checkpoint, and so do the forecasts
+    save_checkpoint(tmp_path / "k.pt", model, meta={})
+    loaded, _, _ = load_checkpoint(tmp_path / "k.pt")
+    assert loaded.config.knots == 5
+    again = loaded(*inputs)
+    for a, b2 in zip((xy, log_prob, sigma), again):
+        assert torch.equal(a, b2)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
