@@ -1411,22 +1411,18 @@ def add_import_parser(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from dataclasses import replace
-
     from predictor.benchmark import BenchmarkInputError
     from predictor.episodes import load_sources, split_masks
-    from predictor.rnn import CheckpointError, RnnConfig
-    from predictor.train import TrainConfig, build_samples, train_model, with_history
+    from predictor.rnn import CheckpointError
+    from predictor.train import TrainConfig, build_samples, protocol_config, train_model
     from sim.tracks import TrackFileError
 
     try:
-        model_cfg = with_history(RnnConfig(cell=args.cell, hidden=args.hidden,
-                                           layers=args.layers, n_modes=args.modes,
-                                           n_neighbors=args.neighbors,
-                                           encoder_stride=args.encoder_stride,
-                                           social_hidden=args.social_hidden),
-                                 args.history, args.horizon)
-        model_cfg = replace(model_cfg, knots=args.knots)  # checked against --horizon
+        model_cfg = protocol_config(args.history, args.horizon, cell=args.cell,
+                                    hidden=args.hidden, layers=args.layers,
+                                    n_modes=args.modes, n_neighbors=args.neighbors,
+                                    encoder_stride=args.encoder_stride,
+                                    social_hidden=args.social_hidden, knots=args.knots)
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 patience=args.patience, stride_s=args.stride, seed=args.seed,
                                 threads=args.threads, hard_weight=args.hard_weight)

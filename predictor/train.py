@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -298,7 +298,9 @@ def train_model(train: Samples, val: Samples, model_config: RnnConfig, cfg: Trai
     return logs
 
 
-def with_history(config: RnnConfig, history_s: float, horizon_s: float) -> RnnConfig:
-    """The config for a protocol given in seconds."""
-    return replace(config, history_steps=int(round(history_s / config.dt_s)),
-                   horizon_steps=int(round(horizon_s / config.dt_s)))
+def protocol_config(history_s: float, horizon_s: float, **fields) -> RnnConfig:
+    """The RnnConfig for a protocol given in seconds (steps of its dt_s), built in one go so
+    that fields bounded by the horizon (knots) are checked against this one."""
+    dt_s = fields.get("dt_s", RnnConfig.dt_s)
+    return RnnConfig(history_steps=int(round(history_s / dt_s)),
+                     horizon_steps=int(round(horizon_s / dt_s)), **fields)
