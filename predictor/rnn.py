@@ -13,6 +13,7 @@ torch.save and loaded with torch.load(weights_only=True): no code runs on load.
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -121,28 +122,51 @@ def frame_heading(history: History) -> np.ndarray:
     return np.where(ok, np.arctan2(d[:, 1], d[:, 0]), history.heading[:, -1])
 
 
-def to_agent(xy: np.ndarray, origin: np.ndarray, cos: np.ndarray, sin: np.ndarray):
-    """World points (S, ..., 2) into each sample's agent frame."""
+def to_agent(xy: np.ndarray, origin: np.ndarray, cos: np.ndarray, sin: np.ndarray,
+             out: np.ndarray | None = None) -> np.ndarray:
+    """World points (S, ..., 2) into each sample's agent frame, computed in float64 and
+    written into `out` (S, ..., 2) when given (cast to its dtype), else a new float64 array."""
     shape = (len(origin),) + (1,) * (xy.ndim - 2)
     dx = xy[..., 0] - origin[:, 0].reshape(shape)
     dy = xy[..., 1] - origin[:, 1].reshape(shape)
-    c, s = cos.reshape(shape), sin.reshape(shape)
-    return np.stack([c * dx + s * dy, -s * dx + c * dy], axis=-1)
+    return _rotate(dx, dy, cos.reshape(shape), sin.reshape(shape), out)
 
 
-def rotate_to_agent(v: np.ndarray, cos: np.ndarray, sin: np.ndarray):
+def rotate_to_agent(v: np.ndarray, cos: np.ndarray, sin: np.ndarray,
+                    out: np.ndarray | None = None) -> np.ndarray:
+    """World vectors (S, ..., 2) into each sample's agent frame (no translation); `out` as
+    in to_agent."""
     shape = (len(cos),) + (1,) * (v.ndim - 2)
-    c, s = cos.reshape(shape), sin.reshape(shape)
-    return np.stack([c * v[..., 0] + s * v[..., 1], -s * v[..., 0] + c * v[..., 1]], axis=-1)
+    return _rotate(v[..., 0], v[..., 1], cos.reshape(shape), sin.reshape(shape), out)
 
 
-def to_world(xy: np.ndarray, origin: np.ndarray, rot: np.ndarray) -> np.ndarray:
-    """Agent-frame points (S, ..., 2) back to the world frame."""
+def _rotate(x, y, c, s, out):
+    """(c x + s y, -s x + c y) into out[..., 0], out[..., 1]: one pass per component, no
+    stacked temporaries (this runs on every prediction)."""
+    if out is None:
+        out = np.empty(np.broadcast_shapes(x.shape, c.shape) + (2,))
+    np.add(c * x, s * y, out=out[..., 0], casting="same_kind")
+    np.add(-s * x, c * y, out=out[..., 1], casting="same_kind")
+    return out
+
+
+def to_world(xy: np.ndarray, origin: np.ndarray, rot: np.ndarray,
+             out: np.ndarray | None = None) -> np.ndarray:
+    """Agent-frame points (S, ..., 2) back to the world frame, float64, into `out` when
+    given."""
     shape = (len(origin),) + (1,) * (xy.ndim - 2)
     c, s = rot[:, 0].reshape(shape), rot[:, 1].reshape(shape)
-    x = c * xy[..., 0] - s * xy[..., 1] + origin[:, 0].reshape(shape)
-    y = s * xy[..., 0] + c * xy[..., 1] + origin[:, 1].reshape(shape)
-    return np.stack([x, y], axis=-1)
+    x, y = xy[..., 0], xy[..., 1]
+    if out is None:
+        out = np.empty(xy.shape)
+    wx, wy = out[..., 0], out[..., 1]  # (c x - s y, s x + c y) + origin, in place
+    np.multiply(c, x, out=wx)
+    np.subtract(wx, s * y, out=wx)
+    wx += origin[:, 0].reshape(shape)
+    np.multiply(s, x, out=wy)
+    np.add(wy, c * y, out=wy)
+    wy += origin[:, 1].reshape(shape)
+    return out
 
 
 def make_features(history: History, config: RnnConfig) -> Features:
@@ -161,17 +185,17 @@ def make_features(history: History, config: RnnConfig) -> Features:
     origin = history.xy[:, -1].astype(np.float64)
     heading = frame_heading(history)
     cos, sin = np.cos(heading), np.sin(heading)
-    # computed in float64, stored as float32 (each slice assignment casts)
+    # computed in float64, stored as float32 (each write casts)
     target = np.empty((s, h_model, TARGET_FEATURES), np.float32)
-    target[..., 0:2] = to_agent(xy, origin, cos, sin)
-    vel = rotate_to_agent(vxy, cos, sin)
-    target[..., 2:4] = vel
+    to_agent(xy, origin, cos, sin, out=target[..., 0:2])
+    v_now = rotate_to_agent(vxy[:, -1:], cos, sin)[:, 0]  # (S, 2) float64, for cv
+    rotate_to_agent(vxy, cos, sin, out=target[..., 2:4])
     target[..., 4] = valid
     target[~valid] = 0.0
-    # constant velocity from the last valid velocity
-    v_now = vel[:, -1]
+    # constant velocity from the last velocity
     steps = np.arange(1, config.horizon_steps + 1) * history.dt_s
-    cv = v_now[:, None, :] * steps[None, :, None]
+    cv = np.empty((s, config.horizon_steps, 2), np.float32)
+    np.multiply(v_now[:, None, :], steps[None, :, None], out=cv, casting="same_kind")
     m = config.n_neighbors
     neighbors = np.zeros((s, m, NEIGHBOR_FEATURES), np.float32)
     nb_mask = np.zeros((s, m), bool)
@@ -179,17 +203,19 @@ def make_features(history: History, config: RnnConfig) -> Features:
     if m_in:
         lags = [-1 - min(lag, h_in - 1) for lag in config.nb_lag_steps]  # now and two past
         ok = history.nb_valid[:, :m_in][:, :, lags]  # (S, M, 3)
-        p = to_agent(history.nb_xy[:, :m_in][:, :, lags], origin, cos, sin)  # (S, M, 3, 2)
         nb = neighbors[:, :m_in]
-        nb[..., 0:6] = np.where(ok[..., None], p, 0.0).reshape(s, m_in, 6)
-        nb[..., 6:8] = rotate_to_agent(history.nb_vxy[:, :m_in, -1], cos, sin)
-        nb[..., 8] = np.nan_to_num(history.nb_length[:, :m_in])
-        nb[..., 9] = np.nan_to_num(history.nb_width[:, :m_in])
+        p = nb[..., 0:6].reshape(s, m_in, 3, 2)  # a view: positions now and at the lags
+        to_agent(history.nb_xy[:, :m_in][:, :, lags], origin, cos, sin, out=p)
+        p[~ok] = 0.0
+        rotate_to_agent(history.nb_vxy[:, :m_in, -1], cos, sin, out=nb[..., 6:8])
+        for i, size in ((8, history.nb_length), (9, history.nb_width)):  # NaN (no slot) -> 0
+            size = size[:, :m_in]
+            np.copyto(nb[..., i], size, where=~np.isnan(size), casting="same_kind")
         nb[..., 10:12] = ok[:, :, 1:]
         nb_mask[:, :m_in] = ok[:, :, 0]
         neighbors[~nb_mask] = 0.0  # absent now: every feature 0
     return Features(target=target, neighbors=neighbors, nb_mask=nb_mask, origin=origin,
-                    rot=np.stack([cos, sin], axis=1), cv=cv.astype(np.float32))
+                    rot=np.stack([cos, sin], axis=1), cv=cv)
 
 
 def knot_weights(n_knots: int, n_steps: int) -> torch.Tensor:
@@ -224,8 +250,6 @@ class RnnForecaster(nn.Module):
         self.input_proj = nn.Linear(TARGET_FEATURES, c.hidden // 2)
         self.encoder = rnn_cls(c.hidden // 2, c.hidden, num_layers=c.layers, batch_first=True,
                                dropout=c.dropout if c.layers > 1 else 0.0)
-        steps = torch.arange(c.history_steps, -1, -c.encoder_stride).flip(0)
-        self.register_buffer("encoder_steps", steps, persistent=False)
         self.nb_encoder = nn.Sequential(
             nn.Linear(NEIGHBOR_FEATURES, c.social_hidden), nn.ReLU(),
             nn.Linear(c.social_hidden, c.social_hidden), nn.ReLU())
@@ -264,7 +288,9 @@ class RnnForecaster(nn.Module):
 
     def encode(self, target: torch.Tensor) -> torch.Tensor:
         """(B, hidden) summary of the target's past, read every encoder_stride steps."""
-        x = (target[:, self.encoder_steps] - self.target_mean) / self.target_std
+        c = self.config
+        read = target[:, c.history_steps % c.encoder_stride::c.encoder_stride]  # ends now
+        x = (read - self.target_mean) / self.target_std
         x = torch.relu(self.input_proj(x))
         out, _ = self.encoder(x)
         return out[:, -1]
@@ -275,13 +301,13 @@ class RnnForecaster(nn.Module):
         h = self.encode(target)
         if neighbors.shape[1]:
             e = self.nb_encoder((neighbors - self.nb_mean) / self.nb_std)  # (B, M, D)
-            mask = nb_mask.unsqueeze(-1)
+            absent, any_nb = ~nb_mask, nb_mask.any(1, keepdim=True)  # (B, M), (B, 1)
             neg = torch.finfo(e.dtype).min
-            pooled = torch.where(mask, e, torch.full_like(e, neg)).max(dim=1).values
-            pooled = torch.where(nb_mask.any(1, keepdim=True), pooled, torch.zeros_like(pooled))
-            score = (e * self.nb_query(h).unsqueeze(1)).sum(-1) / np.sqrt(e.shape[-1])
-            score = score.masked_fill(~nb_mask, neg)
-            w = torch.softmax(score, dim=1) * nb_mask.any(1, keepdim=True)
+            pooled = e.masked_fill(absent.unsqueeze(-1), neg).max(dim=1).values
+            pooled = torch.where(any_nb, pooled, torch.zeros_like(pooled))
+            score = (e * self.nb_query(h).unsqueeze(1)).sum(-1) / math.sqrt(e.shape[-1])
+            score = score.masked_fill(absent, neg)
+            w = torch.softmax(score, dim=1) * any_nb
             attended = (w.unsqueeze(-1) * e).sum(1)
         else:
             pooled = h.new_zeros(b, c.social_hidden)
@@ -297,11 +323,10 @@ class RnnForecaster(nn.Module):
         With knots each mode's outputs are (2, knots): x's knots, then y's; without, (F, 2)."""
         c = self.config
         b = out.shape[0]
-        if c.knots:  # (B, K, 2, knots) @ (knots, F), then steps before axes
-            steps = torch.matmul(out.view(b, c.n_modes, 2, c.knots), self.interp).transpose(2, 3)
-        else:
-            steps = out.view(b, c.n_modes, c.horizon_steps, 2)
-        return steps * self.out_scale.view(1, 1, -1, 1)
+        if c.knots:  # (B, K, 2, knots) @ (knots, F), scaled, then steps before axes
+            steps = torch.matmul(out.view(b, c.n_modes, 2, c.knots), self.interp)
+            return (steps * self.out_scale).transpose(2, 3)
+        return out.view(b, c.n_modes, c.horizon_steps, 2) * self.out_scale.view(1, 1, -1, 1)
 
 
 # ---- checkpoints ----------------------------------------------------------------------------
@@ -462,23 +487,30 @@ class RnnPredictor:
                     torch.from_numpy(f.target), torch.from_numpy(f.neighbors),
                     torch.from_numpy(f.nb_mask), torch.from_numpy(f.cv))
                 prob = log_prob.exp().numpy().astype(np.float64)
+                xy, sigma = xy.numpy(), sigma.numpy()  # float32, upcast by the arithmetic
                 if k < c.n_modes:  # the k most probable modes
                     top = np.argsort(-prob, axis=1, kind="stable")[:, :k]
                     rows = np.arange(len(top))[:, None]
                     p = prob[rows, top]
-                    xy_k = xy.numpy()[rows, top, :horizon_steps].astype(np.float64)
-                    sig_k = sigma.numpy()[rows, top, :horizon_steps].astype(np.float64)
+                    xy_k = xy[rows, top, :horizon_steps]
+                    sig_k = sigma[rows, top, :horizon_steps]
                 else:  # all of them, in the model's order
                     p = prob
-                    xy_k = xy.numpy()[:, :, :horizon_steps].astype(np.float64)
-                    sig_k = sigma.numpy()[:, :, :horizon_steps].astype(np.float64)
+                    xy_k = xy[:, :, :horizon_steps]
+                    sig_k = sigma[:, :, :horizon_steps]
                 hi = lo + len(p)
-                out_xy[lo:hi] = to_world(xy_k, f.origin, f.rot)
+                to_world(xy_k, f.origin, f.rot, out=out_xy[lo:hi])
                 # agent-frame (along, across) std devs to world x, y (covariance dropped)
                 c2 = (f.rot[:, 0] ** 2)[:, None, None]
                 s2 = (f.rot[:, 1] ** 2)[:, None, None]
-                var_a, var_c = sig_k[..., 0] ** 2, sig_k[..., 1] ** 2
-                out_sig[lo:hi, ..., 0] = np.sqrt(c2 * var_a + s2 * var_c)
-                out_sig[lo:hi, ..., 1] = np.sqrt(s2 * var_a + c2 * var_c)
+                var_a = np.square(sig_k[..., 0], dtype=np.float64)
+                var_c = np.square(sig_k[..., 1], dtype=np.float64)
+                sx, sy = out_sig[lo:hi, ..., 0], out_sig[lo:hi, ..., 1]  # in place
+                np.multiply(c2, var_a, out=sx)
+                sx += s2 * var_c
+                np.sqrt(sx, out=sx)
+                np.multiply(s2, var_a, out=sy)
+                sy += c2 * var_c
+                np.sqrt(sy, out=sy)
                 out_p[lo:hi] = p / p.sum(axis=1, keepdims=True)
         return Prediction(xy=out_xy, prob=out_p, sigma_m=out_sig)

@@ -16,7 +16,10 @@ from predictor.rnn import (
     knot_weights,
     load_checkpoint,
     make_features,
+    rotate_to_agent,
     save_checkpoint,
+    to_agent,
+    to_world,
 )
 from predictor.train import (
     Samples,
@@ -61,7 +64,6 @@ def test_features_are_agent_centric_and_cv_is_exact_on_straight_tracks():
     assert f.nb_mask.all()
     np.testing.assert_allclose(np.abs(f.neighbors[0, 0, 1]), 4.0, atol=1e-3)
     fut = future_from_tracks(tr, rows, cols, SMALL.horizon_steps)
-    from predictor.rnn import to_world
     np.testing.assert_allclose(to_world(f.cv.astype(float), f.origin, f.rot), fut, atol=1e-3)
 
 
@@ -87,6 +89,45 @@ def test_short_histories_are_padded_as_invalid():
     f = make_features(hist, SMALL)
     assert f.target.shape == (1, SMALL.history_steps + 1, 5)
     assert (f.target[0, :6, -1] == 0).all() and (f.target[0, 6:, -1] == 1).all()
+
+
+def test_frame_changes_round_trip_and_write_float32_arrays_in_place():
+    rng = np.random.default_rng(0)
+    pts, origin = rng.normal(0, 50, (5, 3, 2)), rng.normal(0, 500, (5, 2))
+    heading = rng.uniform(-np.pi, np.pi, 5)
+    cos, sin = np.cos(heading), np.sin(heading)
+    local = to_agent(pts, origin, cos, sin)
+    assert local.dtype == np.float64
+    np.testing.assert_allclose(to_world(local, origin, np.stack([cos, sin], 1)), pts, atol=1e-9)
+    out = np.empty((5, 3, 2), np.float32)
+    assert to_agent(pts, origin, cos, sin, out=out) is out
+    assert np.array_equal(out, local.astype(np.float32))  # computed in float64, cast once
+    ahead = rotate_to_agent(np.stack([cos, sin], 1)[:, None, :] * 3.0, cos, sin)
+    np.testing.assert_allclose(ahead[:, 0], [[3.0, 0.0]] * 5, atol=1e-12)
+
+
+def test_a_neighbour_without_a_recorded_size_gets_zeros_not_nans():
+    tr = straight_tracks()
+    hist = history_from_tracks(tr, np.array([0]), np.array([30]), SMALL.history_steps,
+                               SMALL.n_neighbors)
+    hist.nb_length[0, 0] = np.nan
+    hist.nb_width[0, 1] = np.nan
+    f = make_features(hist, SMALL)
+    assert f.nb_mask[0].all() and np.isfinite(f.neighbors).all()
+    assert f.neighbors[0, 0, 8] == 0.0 and f.neighbors[0, 1, 8] == pytest.approx(4.5)
+    assert f.neighbors[0, 1, 9] == 0.0 and f.neighbors[0, 0, 9] == pytest.approx(1.8)
+
+
+def test_the_encoder_reads_every_stride_th_step_ending_now():
+    model = RnnForecaster(dataclasses.replace(SMALL, encoder_stride=4))  # steps 2, 6, 10
+    torch.manual_seed(0)
+    target = torch.randn(3, SMALL.history_steps + 1, 5)
+    with torch.no_grad():
+        base = model.encode(target)
+        for step in range(SMALL.history_steps + 1):
+            moved = target.clone()
+            moved[:, step] += 1.0
+            assert torch.equal(model.encode(moved), base) == (step not in (2, 6, 10)), step
 
 
 def test_forward_shapes_probabilities_and_positive_sigma():
