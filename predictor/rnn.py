@@ -144,7 +144,7 @@ def _rotate(x, y, c, s, out):
     """(c x + s y, -s x + c y) into out[..., 0], out[..., 1]: one pass per component, no
     stacked temporaries (this runs on every prediction)."""
     if out is None:
-        out = np.empty(np.broadcast_shapes(x.shape, c.shape) + (2,))
+        out = np.empty(x.shape + (2,))  # c, s broadcast along x's trailing axes
     np.add(c * x, s * y, out=out[..., 0], casting="same_kind")
     np.add(-s * x, c * y, out=out[..., 1], casting="same_kind")
     return out
@@ -313,20 +313,26 @@ class RnnForecaster(nn.Module):
             pooled = h.new_zeros(b, c.social_hidden)
             attended = h.new_zeros(b, c.social_hidden)
         z = self.trunk(torch.cat([h, pooled, attended], dim=-1))
-        xy = cv.unsqueeze(1) + self.to_steps(self.head_xy(z))
-        sigma = self.to_steps(nn.functional.softplus(self.head_sigma(z))) + MIN_SIGMA_M
+        xy = self.to_steps(self.head_xy(z), cv)
+        sigma = self.to_steps(nn.functional.softplus(self.head_sigma(z)), MIN_SIGMA_M)
         log_prob = torch.log_softmax(self.head_logit(z), dim=-1)
         return xy, log_prob, sigma
 
-    def to_steps(self, out: torch.Tensor) -> torch.Tensor:
-        """(B, K * n_knots * 2) head outputs -> (B, K, F, 2) metres at every horizon step.
-        With knots each mode's outputs are (2, knots): x's knots, then y's; without, (F, 2)."""
+    def to_steps(self, out: torch.Tensor, offset: torch.Tensor | float) -> torch.Tensor:
+        """(B, K * n_knots * 2) head outputs -> (B, K, F, 2) metres at every horizon step, plus
+        offset: (B, F, 2), the same for every mode, or a number. With knots each mode's
+        outputs are (2, knots), x's then y's, interpolated to (2, F) and offset there (fast:
+        the sums run along F), so the result is a transposed view; without, (F, 2)."""
         c = self.config
         b = out.shape[0]
-        if c.knots:  # (B, K, 2, knots) @ (knots, F), scaled, then steps before axes
+        # in place after the first product: neither backward needs the values it overwrites
+        if c.knots:
             steps = torch.matmul(out.view(b, c.n_modes, 2, c.knots), self.interp)
-            return (steps * self.out_scale).transpose(2, 3)
-        return out.view(b, c.n_modes, c.horizon_steps, 2) * self.out_scale.view(1, 1, -1, 1)
+            if torch.is_tensor(offset):
+                offset = offset.transpose(1, 2).contiguous().unsqueeze(1)  # (B, 1, 2, F)
+            return steps.mul_(self.out_scale).add_(offset).transpose(2, 3)
+        steps = out.view(b, c.n_modes, c.horizon_steps, 2) * self.out_scale.view(1, 1, -1, 1)
+        return steps.add_(offset.unsqueeze(1) if torch.is_tensor(offset) else offset)
 
 
 # ---- checkpoints ----------------------------------------------------------------------------
