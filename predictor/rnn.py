@@ -141,8 +141,9 @@ def rotate_to_agent(v: np.ndarray, cos: np.ndarray, sin: np.ndarray,
 
 
 def _rotate(x, y, c, s, out):
-    """(c x + s y, -s x + c y) into out[..., 0], out[..., 1]: one pass per component, no
-    stacked temporaries (this runs on every prediction)."""
+    """(c x + s y, -s x + c y) into out[..., 0], out[..., 1] (a new float64 array when out
+    is None): one pass per component, no stacked temporaries (this runs on every
+    prediction)."""
     if out is None:
         out = np.empty(x.shape + (2,))  # c, s broadcast along x's trailing axes
     np.add(c * x, s * y, out=out[..., 0], casting="same_kind")
@@ -156,16 +157,9 @@ def to_world(xy: np.ndarray, origin: np.ndarray, rot: np.ndarray,
     given."""
     shape = (len(origin),) + (1,) * (xy.ndim - 2)
     c, s = rot[:, 0].reshape(shape), rot[:, 1].reshape(shape)
-    x, y = xy[..., 0], xy[..., 1]
-    if out is None:
-        out = np.empty(xy.shape)
-    wx, wy = out[..., 0], out[..., 1]  # (c x - s y, s x + c y) + origin, in place
-    np.multiply(c, x, out=wx)
-    np.subtract(wx, s * y, out=wx)
-    wx += origin[:, 0].reshape(shape)
-    np.multiply(s, x, out=wy)
-    np.add(wy, c * y, out=wy)
-    wy += origin[:, 1].reshape(shape)
+    out = _rotate(xy[..., 0], xy[..., 1], c, -s, out)  # the inverse rotation
+    out[..., 0] += origin[:, 0].reshape(shape)
+    out[..., 1] += origin[:, 1].reshape(shape)
     return out
 
 
