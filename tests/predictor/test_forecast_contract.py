@@ -94,8 +94,16 @@ def test_prediction_validation():
         Prediction(xy, np.ones((2, 1)))
     with pytest.raises(ValueError, match="non-finite"):
         Prediction(xy + np.nan, np.full((2, 3), 1 / 3))
+    with pytest.raises(ValueError, match="non-finite"):
+        Prediction(np.where(np.arange(60).reshape(xy.shape) == 7, np.inf, xy),
+                   np.full((2, 3), 1 / 3))
+    with pytest.raises(ValueError, match="non-negative"):
+        Prediction(xy, np.array([[1.5, -0.5, 0.0], [1 / 3, 1 / 3, 1 / 3]]))
     with pytest.raises(ValueError, match="sigma_m"):
         Prediction(xy, np.full((2, 3), 1 / 3), sigma_m=-np.ones_like(xy))
+    with pytest.raises(ValueError, match="sigma_m"):
+        Prediction(xy, np.full((2, 3), 1 / 3), sigma_m=np.where(xy == 0, np.nan, 1.0))
+    Prediction(xy[:0], np.empty((0, 3)), sigma_m=xy[:0])  # no samples: nothing to check
     p = Prediction(np.arange(2 * 3 * 5 * 2, dtype=float).reshape(2, 3, 5, 2),
                    np.array([[0.2, 0.5, 0.3], [0.6, 0.2, 0.2]]))
     assert np.array_equal(p.top()[0], p.xy[0, 1]) and np.array_equal(p.top()[1], p.xy[1, 0])
