@@ -141,8 +141,10 @@ def rotate_to_agent(v: np.ndarray, cos: np.ndarray, sin: np.ndarray,
 
 
 def _rotate(x, y, c, s, out):
-    """(c x + s y, -s x + c y) into out[..., 0], out[..., 1] (a new float64 array when out
-    is None): one pass per component, no stacked temporaries (this runs on every
+    """(c x + s y, -s x + c y) for x, y (S, ...) and c, s (S, 1, ...) broadcasting along
+    them, written into out[..., 0] and out[..., 1] (out (S, ..., 2), cast to its dtype; a
+    new float64 array when None). Pass float64 c, s: the arithmetic takes the widest input
+    dtype. One pass per component, no stacked temporaries (this runs on every
     prediction)."""
     if out is None:
         out = np.empty(x.shape + (2,))  # c, s broadcast along x's trailing axes
@@ -153,8 +155,8 @@ def _rotate(x, y, c, s, out):
 
 def to_world(xy: np.ndarray, origin: np.ndarray, rot: np.ndarray,
              out: np.ndarray | None = None) -> np.ndarray:
-    """Agent-frame points (S, ..., 2) back to the world frame, float64, into `out` when
-    given."""
+    """Agent-frame points (S, ..., 2) back to the world frame, m: a new float64 array, or
+    written into `out` (S, ..., 2) float64."""
     shape = (len(origin),) + (1,) * (xy.ndim - 2)
     c, s = rot[:, 0].reshape(shape), rot[:, 1].reshape(shape)
     out = _rotate(xy[..., 0], xy[..., 1], c, -s, out)  # the inverse rotation
@@ -177,12 +179,13 @@ def make_features(history: History, config: RnnConfig) -> Features:
         vxy = np.concatenate([np.full((s, pad, 2), np.nan), vxy], axis=1)
         valid = np.concatenate([np.zeros((s, pad), bool), valid], axis=1)
     origin = history.xy[:, -1].astype(np.float64)
-    heading = frame_heading(history)
+    heading = np.asarray(frame_heading(history), np.float64)  # the frame in float64 always
     cos, sin = np.cos(heading), np.sin(heading)
     # computed in float64, stored as float32 (each write casts)
     target = np.empty((s, h_model, TARGET_FEATURES), np.float32)
     to_agent(xy, origin, cos, sin, out=target[..., 0:2])
-    v_now = rotate_to_agent(vxy[:, -1:], cos, sin)[:, 0]  # (S, 2) float64, for cv
+    # the last velocity once more in float64: cv is computed from it before the cast
+    v_now = rotate_to_agent(vxy[:, -1:], cos, sin)[:, 0]  # (S, 2)
     rotate_to_agent(vxy, cos, sin, out=target[..., 2:4])
     target[..., 4] = valid
     target[~valid] = 0.0
@@ -315,8 +318,10 @@ class RnnForecaster(nn.Module):
     def to_steps(self, out: torch.Tensor, offset: torch.Tensor | float) -> torch.Tensor:
         """(B, K * n_knots * 2) head outputs -> (B, K, F, 2) metres at every horizon step, plus
         offset: (B, F, 2), the same for every mode, or a number. With knots each mode's
-        outputs are (2, knots), x's then y's, interpolated to (2, F) and offset there (fast:
-        the sums run along F), so the result is a transposed view; without, (F, 2)."""
+        outputs are (2, knots), x's then y's, interpolated to (2, F) and scaled and offset
+        there (a transposed copy of a tensor offset, 2 F values per sample, so that the sums
+        run along F), and the result is a transposed view of (B, K, 2, F). Without knots
+        they are (F, 2), and so is the result."""
         c = self.config
         b = out.shape[0]
         # in place after the first product: neither backward needs the values it overwrites

@@ -104,6 +104,14 @@ def test_frame_changes_round_trip_and_write_float32_arrays_in_place():
     assert np.array_equal(out, local.astype(np.float32))  # computed in float64, cast once
     ahead = rotate_to_agent(np.stack([cos, sin], 1)[:, None, :] * 3.0, cos, sin)
     np.testing.assert_allclose(ahead[:, 0], [[3.0, 0.0]] * 5, atol=1e-12)
+    into = np.zeros((5, 3, 4), np.float32)  # a strided destination, as in make_features
+    rotate_to_agent(pts, cos, sin, out=into[..., 1:3])
+    assert np.array_equal(into[..., 1:3], rotate_to_agent(pts, cos, sin).astype(np.float32))
+    assert (into[..., [0, 3]] == 0).all()
+    back = np.full((5, 3, 2), np.nan)
+    rot = np.stack([cos, sin], 1)
+    assert to_world(local, origin, rot, out=back) is back
+    assert np.array_equal(back, to_world(local, origin, rot))
 
 
 def test_a_neighbour_without_a_recorded_size_gets_zeros_not_nans():
@@ -116,6 +124,34 @@ def test_a_neighbour_without_a_recorded_size_gets_zeros_not_nans():
     assert f.nb_mask[0].all() and np.isfinite(f.neighbors).all()
     assert f.neighbors[0, 0, 8] == 0.0 and f.neighbors[0, 1, 8] == pytest.approx(4.5)
     assert f.neighbors[0, 1, 9] == 0.0 and f.neighbors[0, 0, 9] == pytest.approx(1.8)
+
+
+def test_neighbour_positions_at_a_missing_lag_step_are_zero_and_flagged():
+    tr = straight_tracks()
+    hist = history_from_tracks(tr, np.array([0]), np.array([30]), SMALL.history_steps,
+                               SMALL.n_neighbors)
+    lag = SMALL.nb_lag_steps[1]
+    hist.nb_valid[0, 0, -1 - lag] = False
+    f = make_features(hist, SMALL)
+    nb = f.neighbors[0, 0]  # x, y now; x, y at lag 1; x, y at lag 2; ...; flags of lags 1, 2
+    assert abs(nb[1]) == pytest.approx(4.0, abs=1e-3) and abs(nb[5]) == pytest.approx(4.0, abs=1e-3)
+    assert nb[2] == nb[3] == 0.0 and nb[10] == 0.0 and nb[11] == 1.0
+
+
+def test_a_float32_history_is_forecast_in_float64_world_coordinates(tmp_path):
+    save_checkpoint(tmp_path / "m.pt", RnnForecaster(SMALL), {})
+    pred = RnnPredictor.load(str(tmp_path / "m.pt"), k=3)
+    tr = straight_tracks()
+    far = dataclasses.replace(tr, x=tr.x + np.float32(1e5))  # float32 steps of 8 mm there
+    hist = history_from_tracks(far, np.array([0, 1]), np.array([30, 40]), 10, 2)
+    single = History(**{k: v.astype(np.float32) if getattr(v, "dtype", None) == np.float64
+                        else v for k, v in vars(hist).items()})
+    f = make_features(single, SMALL)
+    assert f.origin.dtype == np.float64 and f.rot.dtype == np.float64  # the frame
+    a, b = pred.predict(hist, 15), pred.predict(single, 15)
+    assert b.xy.dtype == np.float64 and b.sigma_m.dtype == np.float64
+    np.testing.assert_allclose(b.xy, a.xy, rtol=0, atol=1e-4)  # float32 sums: mm off
+    np.testing.assert_allclose(b.sigma_m, a.sigma_m, rtol=1e-5)
 
 
 def test_the_encoder_reads_every_stride_th_step_ending_now():
@@ -178,6 +214,28 @@ def test_a_model_with_knots_forecasts_piecewise_linear_residuals(tmp_path):
         assert torch.equal(a, b2)
 
 
+@pytest.mark.parametrize("knots", [0, 5])
+def test_to_steps_equals_the_plain_formula_in_values_and_gradients(knots):
+    # the offset and scale are added in place along F: the same floats as the plain sum, so
+    # the shipped checkpoints' training commands keep reproducing them
+    cfg = dataclasses.replace(SMALL, knots=knots)
+    model = RnnForecaster(cfg)
+    torch.manual_seed(1)
+    out = torch.randn(4, cfg.n_modes * 2 * cfg.n_knots, requires_grad=True)
+    cv = torch.randn(4, cfg.horizon_steps, 2)
+    if knots:
+        steps = torch.matmul(out.view(4, cfg.n_modes, 2, knots), model.interp).transpose(2, 3)
+    else:
+        steps = out.view(4, cfg.n_modes, cfg.horizon_steps, 2)
+    scaled = steps * model.out_scale.view(1, 1, -1, 1)
+    for offset, plain in ((cv, cv.unsqueeze(1) + scaled), (MIN_SIGMA_M, scaled + MIN_SIGMA_M)):
+        fast = model.to_steps(out, offset)
+        (g_plain,) = torch.autograd.grad((plain ** 3).sum(), out, retain_graph=True)
+        (g_fast,) = torch.autograd.grad((fast ** 3).sum(), out)
+        assert fast.shape == plain.shape
+        assert torch.equal(fast, plain) and torch.equal(g_fast, g_plain)
+
+
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_each_cell_trains_deterministically_and_round_trips(tmp_path, cell):
     cfg = dataclasses.replace(SMALL, cell=cell)
@@ -217,6 +275,20 @@ def test_predictor_returns_world_frame_modes_and_respects_its_protocol(tmp_path)
     slow = History(**{**{k: v for k, v in vars(hist).items() if k != "dt_s"}, "dt_s": 0.2})
     with pytest.raises(ValueError, match="0.1"):
         pred.predict(slow, 10)
+
+
+def test_predicting_every_mode_agrees_with_the_top_k(tmp_path):
+    torch.manual_seed(2)
+    save_checkpoint(tmp_path / "m.pt", RnnForecaster(SMALL), {})
+    tr = straight_tracks()
+    hist = history_from_tracks(tr, np.array([0, 1, 3]), np.array([20, 30, 40]), 10, 2)
+    every = RnnPredictor.load(str(tmp_path / "m.pt"), k=SMALL.n_modes).predict(hist, 15)
+    top = RnnPredictor.load(str(tmp_path / "m.pt"), k=2).predict(hist, 15)
+    order = np.argsort(-every.prob, axis=1, kind="stable")[:, :2]
+    for a, b in ((every.xy, top.xy), (every.sigma_m, top.sigma_m)):
+        assert np.array_equal(np.take_along_axis(a, order[:, :, None, None], 1), b)
+    kept = np.take_along_axis(every.prob, order, 1)
+    np.testing.assert_allclose(top.prob, kept / kept.sum(1, keepdims=True))
 
 
 def test_mtp_loss_picks_the_closest_mode():
