@@ -113,11 +113,12 @@ class Features:
 
 
 def frame_heading(history: History) -> np.ndarray:
-    """(S,) heading of each sample's agent frame, rad: the direction of motion over the last
-    0.5 s when the agent moved more than 1 m, else its recorded heading now."""
+    """(S,) heading of each sample's agent frame, rad, float64 whatever the History's dtype:
+    the direction of motion over the last 0.5 s when the agent moved more than 1 m, else
+    its recorded heading now."""
     xy = history.xy
     back = min(history.history_steps, max(1, int(round(0.5 / history.dt_s))))
-    d = xy[:, -1] - xy[:, -1 - back]
+    d = xy[:, -1].astype(np.float64) - xy[:, -1 - back]
     ok = history.valid[:, -1 - back] & (np.hypot(d[:, 0], d[:, 1]) > 1.0)
     return np.where(ok, np.arctan2(d[:, 1], d[:, 0]), history.heading[:, -1])
 
@@ -179,7 +180,7 @@ def make_features(history: History, config: RnnConfig) -> Features:
         vxy = np.concatenate([np.full((s, pad, 2), np.nan), vxy], axis=1)
         valid = np.concatenate([np.zeros((s, pad), bool), valid], axis=1)
     origin = history.xy[:, -1].astype(np.float64)
-    heading = np.asarray(frame_heading(history), np.float64)  # the frame in float64 always
+    heading = frame_heading(history)
     cos, sin = np.cos(heading), np.sin(heading)
     # computed in float64, stored as float32 (each write casts)
     target = np.empty((s, h_model, TARGET_FEATURES), np.float32)
