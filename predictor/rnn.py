@@ -234,6 +234,23 @@ def knot_weights(n_knots: int, n_steps: int) -> torch.Tensor:
 # ---- the model --------------------------------------------------------------------------------
 
 
+def _layers(x: torch.Tensor, *layers: nn.Module) -> torch.Tensor:
+    """x through the layers in turn, Linear, ReLU and Dropout by their functional forms: the
+    arithmetic (and the random draws) of calling each layer, without nn.Module's per-call
+    cost, which is a large part of this small network's time at the batch sizes the
+    simulator asks for."""
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            x = nn.functional.linear(x, layer.weight, layer.bias)
+        elif isinstance(layer, nn.ReLU):
+            x = torch.relu(x)
+        elif isinstance(layer, nn.Dropout):
+            x = nn.functional.dropout(x, layer.p, layer.training, layer.inplace)
+        else:
+            x = layer(x)
+    return x
+
+
 class RnnForecaster(nn.Module):
     """Encoder (RNN/GRU/LSTM) over the target's past + pooled neighbour encoding -> K modes.
 
@@ -291,8 +308,7 @@ class RnnForecaster(nn.Module):
         """(B, hidden) summary of the target's past, read every encoder_stride steps."""
         c = self.config
         read = target[:, c.history_steps % c.encoder_stride::c.encoder_stride]  # ends now
-        x = (read - self.target_mean) / self.target_std
-        x = torch.relu(self.input_proj(x))
+        x = torch.relu(_layers((read - self.target_mean) / self.target_std, self.input_proj))
         out, _ = self.encoder(x)
         return out[:, -1]
 
@@ -301,7 +317,7 @@ class RnnForecaster(nn.Module):
         b = target.shape[0]
         h = self.encode(target)
         if neighbors.shape[1]:
-            e = self.nb_encoder((neighbors - self.nb_mean) / self.nb_std)  # (B, M, D)
+            e = _layers((neighbors - self.nb_mean) / self.nb_std, *self.nb_encoder)  # (B, M, D)
             absent, any_nb = ~nb_mask, nb_mask.any(1, keepdim=True)  # (B, M), (B, 1)
             neg = torch.finfo(e.dtype).min
             filled = e.masked_fill(absent.unsqueeze(-1), neg)
@@ -311,17 +327,17 @@ class RnnForecaster(nn.Module):
             # gradients (inference, validation) takes amax, 8x faster
             pooled = filled.max(dim=1).values if torch.is_grad_enabled() else filled.amax(1)
             pooled = torch.where(any_nb, pooled, torch.zeros_like(pooled))
-            score = (e * self.nb_query(h).unsqueeze(1)).sum(-1) / math.sqrt(e.shape[-1])
+            score = (e * _layers(h, self.nb_query).unsqueeze(1)).sum(-1) / math.sqrt(e.shape[-1])
             score = score.masked_fill(absent, neg)
             w = torch.softmax(score, dim=1) * any_nb
             attended = (w.unsqueeze(-1) * e).sum(1)
         else:
             pooled = h.new_zeros(b, c.social_hidden)
             attended = h.new_zeros(b, c.social_hidden)
-        z = self.trunk(torch.cat([h, pooled, attended], dim=-1))
-        xy = self.to_steps(self.head_xy(z), cv)
-        sigma = self.to_steps(nn.functional.softplus(self.head_sigma(z)), MIN_SIGMA_M)
-        log_prob = torch.log_softmax(self.head_logit(z), dim=-1)
+        z = _layers(torch.cat([h, pooled, attended], dim=-1), *self.trunk)
+        xy = self.to_steps(_layers(z, self.head_xy), cv)
+        sigma = self.to_steps(nn.functional.softplus(_layers(z, self.head_sigma)), MIN_SIGMA_M)
+        log_prob = torch.log_softmax(_layers(z, self.head_logit), dim=-1)
         return xy, log_prob, sigma
 
     def to_steps(self, out: torch.Tensor, offset: torch.Tensor | float) -> torch.Tensor:
