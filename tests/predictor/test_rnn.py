@@ -13,6 +13,7 @@ from predictor.rnn import (
     RnnConfig,
     RnnForecaster,
     RnnPredictor,
+    _layers,
     knot_weights,
     load_checkpoint,
     make_features,
@@ -174,6 +175,48 @@ def test_forward_shapes_probabilities_and_positive_sigma():
     assert xy.shape == (b, 3, 20, 2) and sigma.shape == (b, 3, 20, 2)
     np.testing.assert_allclose(log_prob.exp().sum(1).detach(), 1.0, atol=1e-6)
     assert (sigma > 0).all()
+
+
+def test_the_forward_without_gradients_equals_the_training_forward():
+    # without gradients the neighbour pool takes amax, with them max (whose gradient the
+    # shipped checkpoints were trained with): the same values, ties between neighbours and
+    # absent neighbours included
+    model = RnnForecaster(dataclasses.replace(SMALL, n_neighbors=4, knots=4))
+    torch.manual_seed(2)
+    b = 6
+    nb = torch.randn(b, 4, 12)
+    nb[:, 1] = nb[:, 0]  # two identical neighbours: every pooled feature ties
+    mask = torch.ones(b, 4, dtype=torch.bool)
+    mask[1, 2:] = False
+    mask[2] = False  # no neighbour at all
+    inputs = (torch.randn(b, 11, 5), nb, mask, torch.randn(b, 20, 2))
+    model.train()
+    with_grad = model(*inputs)
+    assert with_grad[0].requires_grad
+    with torch.no_grad():
+        no_grad = model(*inputs)
+    with torch.inference_mode():
+        inference = model(*inputs)
+    for a, b2, c in zip(with_grad, no_grad, inference):
+        assert torch.equal(a.detach(), b2) and torch.equal(b2, c)
+
+
+def test_layers_called_by_their_functional_forms_equal_the_module_calls():
+    # _layers skips nn.Module's call machinery: same floats, and the same dropout draws
+    seq = torch.nn.Sequential(torch.nn.Linear(12, 8), torch.nn.ReLU(), torch.nn.Dropout(0.4),
+                              torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Tanh())
+    x = torch.randn(5, 3, 12, requires_grad=True)
+    for training in (True, False):
+        seq.train(training)
+        torch.manual_seed(3)
+        ref = seq(x)
+        torch.manual_seed(3)
+        out = _layers(x, *seq)
+        assert torch.equal(out, ref)
+        (g_ref,) = torch.autograd.grad(ref.sum(), x)
+        (g_out,) = torch.autograd.grad(out.sum(), x)
+        assert torch.equal(g_out, g_ref)
+    assert (ref == 0).any() and not torch.equal(seq.train()(x), seq.eval()(x))  # dropout ran
 
 
 def test_knot_weights_interpolate_linearly_between_the_first_and_last_step():
