@@ -101,7 +101,8 @@ class Features:
 
     target: (S, H, TARGET_FEATURES); neighbors: (S, M, NEIGHBOR_FEATURES); nb_mask: (S, M)
     bool; origin: (S, 2) m world position now; rot: (S, 2) cos, sin of the frame's heading;
-    cv: (S, F, 2) m constant-velocity extrapolation in the agent frame.
+    cv: (S, F, 2) m constant-velocity extrapolation in the agent frame (a transposed view of
+    an (S, 2, F) array).
     """
 
     target: np.ndarray
@@ -344,9 +345,10 @@ class RnnForecaster(nn.Module):
         """(B, K * n_knots * 2) head outputs -> (B, K, F, 2) metres at every horizon step, plus
         offset: (B, F, 2), the same for every mode, or a number. With knots each mode's
         outputs are (2, knots), x's then y's, interpolated to (2, F) and scaled and offset
-        there (a transposed copy of a tensor offset, 2 F values per sample, so that the sums
-        run along F), and the result is a transposed view of (B, K, 2, F). Without knots
-        they are (F, 2), and so is the result."""
+        there (a tensor offset is transposed to (B, 2, F) so that the sums run along F: no
+        copy for make_features' cv, which is that transpose already), and the result is a
+        transposed view of (B, K, 2, F). Without knots they are (F, 2), and so is the
+        result."""
         c = self.config
         b = out.shape[0]
         # in place after the first product: neither backward needs the values it overwrites
