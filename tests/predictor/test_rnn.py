@@ -199,6 +199,13 @@ def test_the_forward_without_gradients_equals_the_training_forward():
         inference = model(*inputs)
     for a, b2, c in zip(with_grad, no_grad, inference):
         assert torch.equal(a.detach(), b2) and torch.equal(b2, c)
+    # and training keeps max's gradient: a tie's gradient goes to one of the tied neighbours
+    # (amax would split it evenly, and the attention treats the two alike)
+    nb = nb.clone().requires_grad_(True)
+    xy, log_prob, sigma = model(inputs[0], nb, mask, inputs[3])
+    (g,) = torch.autograd.grad(xy.square().sum() + sigma.sum() + log_prob.sum(), nb)
+    tied = mask[:, 0] & mask[:, 1]
+    assert tied.any() and not torch.equal(g[tied, 0], g[tied, 1])
 
 
 def test_layers_called_by_their_functional_forms_equal_the_module_calls():
@@ -216,7 +223,7 @@ def test_layers_called_by_their_functional_forms_equal_the_module_calls():
         (g_ref,) = torch.autograd.grad(ref.sum(), x)
         (g_out,) = torch.autograd.grad(out.sum(), x)
         assert torch.equal(g_out, g_ref)
-    assert (ref == 0).any() and not torch.equal(seq.train()(x), seq.eval()(x))  # dropout ran
+    assert not torch.equal(seq.train()(x), seq.eval()(x))  # the dropout does something
 
 
 def test_knot_weights_interpolate_linearly_between_the_first_and_last_step():
