@@ -167,6 +167,24 @@ def to_world(xy: np.ndarray, origin: np.ndarray, rot: np.ndarray,
     return out
 
 
+def sigma_to_world(sigma: np.ndarray, rot: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Agent-frame (along, across) standard deviations (S, K, F, 2) to world x, y ones, m,
+    computed in float64 and written into `out` (S, K, F, 2) float64 (the covariance is
+    dropped: independent axes, as Prediction.sigma_m holds them)."""
+    c2 = (rot[:, 0] ** 2)[:, None, None]
+    s2 = (rot[:, 1] ** 2)[:, None, None]
+    var_a = np.square(sigma[..., 0], dtype=np.float64)
+    var_c = np.square(sigma[..., 1], dtype=np.float64)
+    sx, sy = out[..., 0], out[..., 1]  # in place
+    np.multiply(c2, var_a, out=sx)
+    sx += s2 * var_c
+    np.sqrt(sx, out=sx)
+    np.multiply(s2, var_a, out=sy)
+    sy += c2 * var_c
+    np.sqrt(sy, out=sy)
+    return out
+
+
 def make_features(history: History, config: RnnConfig) -> Features:
     """Agent-centric features of a History, cut or padded to the config's history length."""
     h_model = config.history_steps + 1
@@ -533,17 +551,6 @@ class RnnPredictor:
                     sig_k = sigma[:, :, :horizon_steps]
                 hi = lo + len(p)
                 to_world(xy_k, f.origin, f.rot, out=out_xy[lo:hi])
-                # agent-frame (along, across) std devs to world x, y (covariance dropped)
-                c2 = (f.rot[:, 0] ** 2)[:, None, None]
-                s2 = (f.rot[:, 1] ** 2)[:, None, None]
-                var_a = np.square(sig_k[..., 0], dtype=np.float64)
-                var_c = np.square(sig_k[..., 1], dtype=np.float64)
-                sx, sy = out_sig[lo:hi, ..., 0], out_sig[lo:hi, ..., 1]  # in place
-                np.multiply(c2, var_a, out=sx)
-                sx += s2 * var_c
-                np.sqrt(sx, out=sx)
-                np.multiply(s2, var_a, out=sy)
-                sy += c2 * var_c
-                np.sqrt(sy, out=sy)
+                sigma_to_world(sig_k, f.rot, out=out_sig[lo:hi])
                 out_p[lo:hi] = p / p.sum(axis=1, keepdims=True)
         return Prediction(xy=out_xy, prob=out_p, sigma_m=out_sig)
